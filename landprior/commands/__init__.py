@@ -1,0 +1,1 @@
+"""Click command groups, one module per area; registered in :mod:`landprior.cli`."""

@@ -1,0 +1,1 @@
+"""The prior: noise schedules, the guided-diffusion U-Net, training and sampling."""

@@ -1,0 +1,1 @@
+"""Inference under constraints: the shared heart of every task."""

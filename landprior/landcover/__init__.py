@@ -1,0 +1,1 @@
+"""Geodata and the land-cover method (Graikos et al. 2022, section 4)."""
