@@ -76,6 +76,8 @@ class NoiseSchedule:
             value = np.array(value, dtype=np.float64)
             value.setflags(write=False)
             object.__setattr__(self, name, value)
+        # float64 torch copies, made once; gathered per batch and cast on use.
+        object.__setattr__(self, "_tables", {})
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -123,7 +125,12 @@ class NoiseSchedule:
     def _gather(self, array: np.ndarray, t: Tensor, like: Tensor) -> Tensor:
         """array[t - 1] broadcast to ``like``'s rank, on its device and dtype."""
         t = self.check_t(t).to("cpu")
-        values = torch.from_numpy(array)[t.reshape(-1) - 1]
+        key = id(array)
+        table = self._tables.get(key)
+        if table is None:
+            table = torch.tensor(array, dtype=torch.float64)
+            self._tables[key] = table
+        values = table[t.reshape(-1) - 1]
         values = values.to(device=like.device, dtype=like.dtype)
         if t.dim() == 0:
             values = values.reshape(())
