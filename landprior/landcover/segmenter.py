@@ -1,0 +1,327 @@
+"""The segmentation network p(labels | image) that pseudo-labels fine-tune (paper section 4).
+
+* :class:`SegmentationUNet`: a compact U-Net on 4-band imagery, optionally with the
+  5 weak-label bands as extra input channels (the "supervised + weak labels" baseline).
+* :func:`train_segmenter`: seeded cross-entropy training on in-memory chips (pretraining
+  on the source city, fine-tuning or training from scratch on pseudo-labels).
+* :func:`iter_strip_predictions`: sliding-window prediction of a whole tile with overlap
+  blending, emitted strip by strip, so memory is bounded by a strip of windows, not the
+  tile. Runs at a coarser model resolution (``downsample``) and upsamples probabilities.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
+
+log = logging.getLogger(__name__)
+
+
+def _block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
+    groups = min(8, c_out)
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.GroupNorm(groups, c_out),
+        nn.SiLU(),
+        nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.GroupNorm(groups, c_out),
+        nn.SiLU(),
+    )
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """Architecture of :class:`SegmentationUNet` (saved with every checkpoint)."""
+
+    in_channels: int = 4
+    num_classes: int = NUM_CLASSES
+    base_channels: int = 32
+    depth: int = 3
+    dropout: float = 0.0
+
+    def build(self) -> SegmentationUNet:
+        return SegmentationUNet(self)
+
+
+class SegmentationUNet(nn.Module):
+    """U-Net: (B, in_channels, H, W) in [0, 1] -> logits (B, num_classes, H, W).
+
+    H and W must be divisible by ``2 ** depth``.
+    """
+
+    def __init__(self, config: SegmenterConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or SegmenterConfig()
+        if config.depth < 1:
+            raise ValueError(f"depth must be >= 1, got {config.depth}")
+        chans = [config.base_channels * 2**i for i in range(config.depth + 1)]
+        self.down = nn.ModuleList()
+        c_in = config.in_channels
+        for c in chans[:-1]:
+            self.down.append(_block(c_in, c, config.dropout))
+            c_in = c
+        self.bottom = _block(chans[-2], chans[-1], config.dropout)
+        self.up = nn.ModuleList()
+        for c_hi, c in zip(reversed(chans[1:]), reversed(chans[:-1]), strict=True):
+            self.up.append(_block(c_hi + c, c, config.dropout))
+        self.head = nn.Conv2d(chans[0], config.num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() != 4 or x.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"segmenter expects (B, {self.config.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        m = 2**self.config.depth
+        if x.shape[-1] % m or x.shape[-2] % m:
+            raise ValueError(f"H and W must be divisible by {m}, got {tuple(x.shape[-2:])}")
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = F.max_pool2d(x, 2)
+        x = self.bottom(x)
+        for block in self.up:
+            skip = skips.pop()
+            x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
+            x = block(torch.cat([x, skip], dim=1))
+        return self.head(x)
+
+
+@dataclass(frozen=True)
+class SegmenterTrainConfig:
+    """Optimisation settings for :func:`train_segmenter`."""
+
+    steps: int = 500
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    augment: bool = True
+
+
+def _augment(images: Tensor, labels: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Random flips and 90-degree rotations, the same for image and label (per batch)."""
+    k = int(torch.randint(0, 4, (1,), generator=g))
+    images, labels = torch.rot90(images, k, (-2, -1)), torch.rot90(labels, k, (-2, -1))
+    if bool(torch.randint(0, 2, (1,), generator=g)):
+        images, labels = images.flip(-1), labels.flip(-1)
+    return images, labels
+
+
+def train_segmenter(
+    model: SegmentationUNet,
+    images: Tensor,
+    labels: Tensor,
+    config: SegmenterTrainConfig = SegmenterTrainConfig(),
+    *,
+    callback: Callable[[int, float], None] | None = None,
+    progress: bool = False,
+) -> list[float]:
+    """Cross-entropy training (ignore index 255) on chips; returns the loss per step.
+
+    Args:
+        images: (N, C, H, W) float in [0, 1].
+        labels: (N, H, W) long class indices, 255 = ignore.
+    """
+    if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"images must be (N, C, H, W) and labels (N, H, W) with the same N; got "
+            f"{tuple(images.shape)} and {tuple(labels.shape)}"
+        )
+    if images.shape[-2:] != labels.shape[-2:]:
+        raise ValueError(
+            f"image grid {tuple(images.shape[-2:])} != label grid {tuple(labels.shape[-2:])}"
+        )
+    if images.shape[0] == 0:
+        raise ValueError("no training chips")
+    if not torch.isfinite(images).all():
+        raise ValueError("training images contain NaN or inf")
+    labels = labels.long()
+    valid = labels[labels != IGNORE_INDEX]
+    if valid.numel() and int(valid.max()) >= model.config.num_classes:
+        raise ValueError(
+            f"labels reach class {int(valid.max())} but the model has "
+            f"{model.config.num_classes} classes"
+        )
+    device = next(model.parameters()).device
+    g = torch.Generator().manual_seed(config.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(config.steps, 1))
+    model.train()
+    losses: list[float] = []
+    bar = tqdm(range(config.steps), desc="segmenter", disable=not progress, leave=False)
+    for step in bar:
+        idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=g)
+        x, y = images[idx], labels[idx]
+        if config.augment:
+            x, y = _augment(x, y, g)
+        logits = model(x.to(device))
+        loss = F.cross_entropy(logits, y.to(device), ignore_index=IGNORE_INDEX)
+        if not torch.isfinite(loss):
+            if (y == IGNORE_INDEX).all():
+                continue  # a batch of fully ignored chips carries no signal
+            raise FloatingPointError(f"segmenter loss became {loss.item()} at step {step}")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if callback is not None:
+            callback(step, losses[-1])
+        if progress and step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    return losses
+
+
+def save_segmenter(path: str | Path, model: SegmentationUNet, meta: dict | None = None) -> Path:
+    """Atomic checkpoint: config, weights and free-form metadata."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"config": asdict(model.config), "state_dict": model.state_dict(), "meta": meta or {}}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def load_segmenter(path: str | Path) -> tuple[SegmentationUNet, dict]:
+    """Load a checkpoint written by :func:`save_segmenter` in eval mode."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"segmenter checkpoint not found: {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        model = SegmenterConfig(**payload["config"]).build()
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:  # report which file is broken
+        raise ValueError(f"cannot read segmenter checkpoint {path}: {err}") from err
+    model.eval()
+    return model, payload.get("meta", {})
+
+
+def _blend_weights(size: int, overlap: int) -> np.ndarray:
+    """Separable (size, size) weights that ramp linearly over ``overlap`` at each edge."""
+    ramp = np.ones(size, dtype=np.float32)
+    if overlap > 0:
+        edge = (np.arange(overlap, dtype=np.float32) + 1) / (overlap + 1)
+        ramp[:overlap] = edge
+        ramp[-overlap:] = edge[::-1]
+    return ramp[:, None] * ramp[None, :]
+
+
+def _starts(length: int, window: int, stride: int) -> list[int]:
+    starts = list(range(0, max(length - window, 0) + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+@torch.no_grad()
+def iter_strip_predictions(
+    model: SegmentationUNet,
+    read_window: Callable[[int, int, int, int], np.ndarray],
+    height: int,
+    width: int,
+    *,
+    window: int = 64,
+    overlap: int = 16,
+    downsample: int = 1,
+    batch_size: int = 16,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Predict a (height, width) raster window by window; yield finished strips.
+
+    ``read_window(row, col, h, w)`` returns the model input (C, h, w) float32 in [0, 1]
+    at the full (e.g. 1 m) resolution. The model runs on ``window`` x ``window`` pixels at
+    ``1 / downsample`` of that resolution (inputs average-pooled); probabilities are
+    upsampled bilinearly, blended with linear ramps over the overlap, and yielded as
+    ``(row0, probs)`` with probs (K, rows, width) float32, in row order. Peak memory is
+    about two strips of ``window * downsample`` rows.
+    """
+    full = window * downsample
+    ov = overlap * downsample
+    if height < full or width < full:
+        raise ValueError(
+            f"raster of {height}x{width} px is smaller than one prediction window "
+            f"({full}x{full} px = {window} model px x downsample {downsample})"
+        )
+    if not 0 <= overlap < window:
+        raise ValueError(f"overlap must be in [0, window), got {overlap} with window {window}")
+    stride = full - ov
+    rows, cols = _starts(height, full, stride), _starts(width, full, stride)
+    weights = _blend_weights(full, ov)
+    k = model.config.num_classes
+    buf_rows = 2 * full
+    acc = np.zeros((k, buf_rows, width), dtype=np.float32)
+    wsum = np.zeros((buf_rows, width), dtype=np.float32)
+    base = 0  # raster row of acc[:, 0]
+    for i, r in enumerate(rows):
+        patches = np.stack([read_window(r, c, full, full) for c in cols]).astype(np.float32)
+        if not np.isfinite(patches).all():
+            raise ValueError(f"input imagery has NaN or inf in rows {r}..{r + full}")
+        x = torch.from_numpy(patches)
+        if downsample > 1:
+            x = F.avg_pool2d(x, downsample)
+        probs = []
+        for j in range(0, x.shape[0], batch_size):
+            p = torch.softmax(model(x[j : j + batch_size]), dim=1)
+            if downsample > 1:
+                p = F.interpolate(p, scale_factor=downsample, mode="bilinear", align_corners=False)
+            probs.append(p)
+        probs_np = torch.cat(probs).numpy()
+        off = r - base
+        for c, p in zip(cols, probs_np, strict=True):
+            acc[:, off : off + full, c : c + full] += p * weights
+            wsum[off : off + full, c : c + full] += weights
+        done = rows[i + 1] - base if i + 1 < len(rows) else height - base
+        if done > 0:
+            yield base, acc[:, :done] / wsum[None, :done]
+            acc = np.concatenate([acc[:, done:], np.zeros_like(acc[:, :done])], axis=1)
+            wsum = np.concatenate([wsum[done:], np.zeros_like(wsum[:done])], axis=0)
+            base += done
+
+
+def predict_array(
+    model: SegmentationUNet,
+    image: np.ndarray,
+    *,
+    window: int = 64,
+    overlap: int = 16,
+    downsample: int = 1,
+    batch_size: int = 16,
+) -> np.ndarray:
+    """Probabilities (K, H, W) for an in-memory image (C, H, W) in [0, 1]."""
+    if image.ndim != 3:
+        raise ValueError(f"image must be (C, H, W), got shape {image.shape}")
+    _, h, w = image.shape
+    out = np.empty((model.config.num_classes, h, w), dtype=np.float32)
+    for row0, strip in iter_strip_predictions(
+        model,
+        lambda r, c, hh, ww: image[:, r : r + hh, c : c + ww],
+        h,
+        w,
+        window=window,
+        overlap=overlap,
+        downsample=downsample,
+        batch_size=batch_size,
+    ):
+        out[:, row0 : row0 + strip.shape[1]] = strip
+    return out

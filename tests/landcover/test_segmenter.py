@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import torch
+
+from landprior.landcover.segmenter import (
+    SegmenterConfig,
+    SegmenterTrainConfig,
+    iter_strip_predictions,
+    load_segmenter,
+    predict_array,
+    save_segmenter,
+    train_segmenter,
+)
+
+
+def _toy_chips(n: int = 32, size: int = 16, seed: int = 0):
+    """Images whose first band decides the class: learnable in a few steps."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 3, (n, size // 4, size // 4), generator=g)
+    labels = labels.repeat_interleave(4, 1).repeat_interleave(4, 2)
+    images = torch.rand(n, 4, size, size, generator=g) * 0.1
+    images[:, 0] += labels.float() / 3
+    return images, labels
+
+
+def test_shapes_and_weak_label_channels() -> None:
+    model = SegmenterConfig(in_channels=9, base_channels=8, depth=2).build()
+    out = model(torch.rand(2, 9, 16, 16))
+    assert out.shape == (2, 5, 16, 16)
+    with pytest.raises(ValueError, match="expects"):
+        model(torch.rand(2, 4, 16, 16))
+    with pytest.raises(ValueError, match="divisible"):
+        model(torch.rand(2, 9, 18, 18))
+
+
+def test_training_learns_and_is_deterministic() -> None:
+    images, labels = _toy_chips()
+    cfg = SegmenterTrainConfig(steps=60, batch_size=8, lr=1e-2, seed=1)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = SegmenterConfig(num_classes=3, base_channels=8, depth=2).build()
+        runs.append((model, train_segmenter(model, images, labels, cfg)))
+    (model, losses), (_, losses2) = runs
+    assert losses == losses2
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:5])
+    acc = (model(images).argmax(1) == labels).float().mean()
+    assert acc > 0.9
+
+
+def test_training_rejects_bad_inputs() -> None:
+    model = SegmenterConfig(num_classes=3, base_channels=8, depth=2).build()
+    images, labels = _toy_chips(4)
+    with pytest.raises(ValueError, match="same N"):
+        train_segmenter(model, images, labels[:2])
+    with pytest.raises(ValueError, match="NaN"):
+        train_segmenter(model, images * float("nan"), labels)
+    with pytest.raises(ValueError, match="classes"):
+        train_segmenter(model, images, labels + 3)
+
+
+def test_sliding_window_equals_single_window_and_blends_smoothly() -> None:
+    torch.manual_seed(0)
+    model = SegmenterConfig(base_channels=8, depth=2).build().eval()
+    rng = np.random.default_rng(0)
+    image = rng.random((4, 16, 16), dtype=np.float32)
+    one = predict_array(model, image, window=16, overlap=0)
+    with torch.no_grad():
+        direct = torch.softmax(model(torch.from_numpy(image)[None]), 1)[0].numpy()
+    np.testing.assert_allclose(one, direct, atol=1e-5)
+    big = rng.random((4, 50, 70), dtype=np.float32)
+    probs = predict_array(model, big, window=16, overlap=4)
+    assert probs.shape == (5, 50, 70)
+    np.testing.assert_allclose(probs.sum(0), 1.0, atol=1e-5)
+
+
+def test_strips_cover_the_raster_once_in_order_with_downsampling() -> None:
+    torch.manual_seed(0)
+    model = SegmenterConfig(base_channels=8, depth=2).build().eval()
+    image = np.random.default_rng(1).random((4, 100, 72), dtype=np.float32)
+    seen = []
+    for row0, strip in iter_strip_predictions(
+        model, lambda r, c, h, w: image[:, r : r + h, c : c + w], 100, 72,
+        window=8, overlap=2, downsample=4,
+    ):
+        assert strip.shape[0] == 5 and strip.shape[2] == 72
+        seen.extend(range(row0, row0 + strip.shape[1]))
+    assert seen == list(range(100))
+    with pytest.raises(ValueError, match="smaller than one prediction window"):
+        next(iter_strip_predictions(model, lambda *a: None, 20, 20, window=8, downsample=4))
+
+
+def test_checkpoint_round_trip(tmp_path) -> None:
+    model = SegmenterConfig(in_channels=9, base_channels=8, depth=2).build().eval()
+    path = save_segmenter(tmp_path / "seg.pt", model, {"city": "x"})
+    loaded, meta = load_segmenter(path)
+    x = torch.rand(1, 9, 8, 8)
+    torch.testing.assert_close(loaded(x), model(x))
+    assert meta == {"city": "x"}
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match=r"bad\.pt"):
+        load_segmenter(tmp_path / "bad.pt")
+    with pytest.raises(FileNotFoundError):
+        load_segmenter(tmp_path / "missing.pt")
