@@ -1,0 +1,277 @@
+"""Local colour clustering: the local Gaussian-mixture EM behind the MI term (paper section 4).
+
+PAPER_NOTES, "Local colour clustering z": NAIP/255 (4 bands), average-pooled to the label
+resolution, is clustered by a Gaussian mixture whose parameters vary in space. With
+responsibilities ``r_k`` (B, K, H, W) and a box average ``A_r`` over a (2r+1)^2 window
+(borders: mean over the in-image part, i.e. ``avg_pool2d(count_include_pad=False)``),
+one EM iteration is
+
+* local prior        ``pi_k = A_r[r_k]``
+* local mean / var   ``mu_k = A_r[r_k x] / A_r[r_k]``,
+  ``s2_k = max(A_r[r_k x^2] / A_r[r_k] - mu_k^2, 1e-4)``   (diagonal, per band)
+* responsibilities   ``r_k = softmax_k(A_r[log N(x | mu_k, s2_k)] + log pi_k)``, where the
+  log-density of pixel i is averaged over the windows j around it (the parameters of every
+  window that contains i), expanded so that it costs box filters only:
+  ``-1/2 sum_c [log 2pi + A[log s2] + x^2 A[1/s2] - 2 x A[mu/s2] + A[mu^2/s2]]``.
+
+Defaults: K = 5, r = 7 (15 x 15 at 64 x 64), 30 iterations of which the first 5 use
+r = 15; random initial responsibilities from a ``torch.Generator``. Box averages use
+separable cumulative sums (O(1) per pixel whatever the radius), batched over chips.
+
+:func:`global_colour_clustering` is the baseline: one scikit-learn GaussianMixture or
+KMeans over all pixels of all chips, returning the same (B, K, H, W) layout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Literal
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+GlobalMethod = Literal["gmm", "kmeans"]
+GLOBAL_METHODS: tuple[str, ...] = ("gmm", "kmeans")
+_EPS = 1e-8
+
+
+# --------------------------------------------------------------------------- box filters
+
+
+def _box_sum_1d(x: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
+    """Window sums along ``dim`` (in-image part only) from one cumulative sum, no padding."""
+    n = x.shape[dim]
+    r = min(radius, n - 1)  # a window wider than the axis covers all of it
+    if r <= 0:
+        return x.clone() if r == 0 else x
+    c = x.cumsum(dim)
+    s = torch.empty_like(c)
+    # upper end: c[min(i + r, n - 1)]
+    s.narrow(dim, 0, n - r).copy_(c.narrow(dim, r, n - r))
+    s.narrow(dim, n - r, r).copy_(c.narrow(dim, n - 1, 1).expand_as(s.narrow(dim, n - r, r)))
+    # lower end: minus c[i - r - 1] where i - r - 1 >= 0
+    if n - r - 1 > 0:
+        s.narrow(dim, r + 1, n - r - 1).sub_(c.narrow(dim, 0, n - r - 1))
+    return s
+
+
+def _box_counts(h: int, w: int, radius: int, dtype: torch.dtype, device: torch.device):
+    def count(n: int) -> torch.Tensor:
+        i = torch.arange(n, dtype=dtype, device=device)
+        return torch.clamp(i + radius + 1, max=n) - torch.clamp(i - radius, min=0)
+
+    return count(h)[:, None] * count(w)[None, :]
+
+
+_MATMUL_MAX_SIDE = 256
+
+
+def _box_matrix(n: int, radius: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n, n) band matrix of the 1-D window mean: row i averages pixels |i - j| <= r."""
+    i = torch.arange(n, device=device)
+    band = ((i[:, None] - i[None, :]).abs() <= radius).to(dtype)
+    return band / band.sum(dim=1, keepdim=True)
+
+
+def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Mean over a (2r+1) x (2r+1) window of (..., H, W), in-image pixels only.
+
+    Equals ``avg_pool2d(x, 2r+1, stride=1, padding=r, count_include_pad=False)``
+    for any radius (also r >= H). Small sides (chips): two matmuls with banded averaging
+    matrices, ``M_H @ x @ M_W^T`` (BLAS-fast); large sides: separable cumulative sums
+    (O(1) per pixel).
+    """
+    if radius < 0:
+        raise ValueError(f"window radius must be >= 0, got {radius}")
+    if radius == 0:
+        return x
+    h, w = x.shape[-2:]
+    if max(h, w) <= _MATMUL_MAX_SIDE:
+        mh = _box_matrix(h, radius, x.dtype, x.device)
+        mw = _box_matrix(w, radius, x.dtype, x.device)
+        return torch.matmul(torch.matmul(mh, x), mw.T)
+    s = _box_sum_1d(_box_sum_1d(x, radius, -1), radius, -2)
+    return s.mul_(1.0 / _box_counts(h, w, radius, x.dtype, x.device))
+
+
+# --------------------------------------------------------------------------- input checks
+
+
+def _check_image(
+    x: torch.Tensor | np.ndarray, n_bands: int | None, what: str = "image"
+) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4:
+        raise ValueError(f"{what} has shape {tuple(t.shape)}; expected (B, C, H, W) or (C, H, W)")
+    if n_bands is not None and t.shape[1] != n_bands:
+        raise ValueError(
+            f"{what} has {t.shape[1]} bands; expected {n_bands} (NAIP RGBN / 255, "
+            "average-pooled to the label resolution)"
+        )
+    if not t.is_floating_point():
+        raise ValueError(
+            f"{what} has dtype {t.dtype}; expected floats in [0, 1] (use prepare_naip on uint8)"
+        )
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{what} contains NaN or inf; fill or mask nodata first")
+    return t.float()
+
+
+def prepare_naip(naip: np.ndarray | torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """uint8 NAIP (B, 4, H, W) or (4, H, W) -> float32 /255, average-pooled x1/factor.
+
+    Returns (B, 4, H/f, W/f); H and W must be divisible by ``factor``.
+    """
+    t = torch.as_tensor(np.asarray(naip) if not isinstance(naip, torch.Tensor) else naip)
+    if t.ndim == 3:
+        t = t.unsqueeze(0)
+    if t.ndim != 4:
+        raise ValueError(f"NAIP array has shape {tuple(t.shape)}; expected (B, C, H, W)")
+    H, W = t.shape[-2:]
+    if H % factor or W % factor:
+        raise ValueError(f"NAIP is {H} x {W} px; expected sides divisible by {factor}")
+    t = t.float() / 255.0
+    if factor > 1:
+        t = torch.nn.functional.avg_pool2d(t, factor)
+    return t
+
+
+# --------------------------------------------------------------------------- local EM
+
+
+def _e_step(
+    x: torch.Tensor,
+    x2: torch.Tensor,
+    resp: torch.Tensor,
+    radius: int,
+    var_floor: float,
+) -> torch.Tensor:
+    """One EM iteration: (B, C, H, W) image, (B, K, H, W) responsibilities -> new ones."""
+    C = x.shape[1]
+    pi = box_mean(resp, radius)  # (B, K, H, W)
+    rk = resp.unsqueeze(2)  # (B, K, 1, H, W)
+    moments = box_mean(torch.cat([rk * x.unsqueeze(1), rk * x2.unsqueeze(1)], dim=2), radius)
+    denom = pi.unsqueeze(2) + _EPS
+    mu = moments[:, :, :C] / denom  # (B, K, C, H, W)
+    var = torch.clamp(moments[:, :, C:] / denom - mu * mu, min=var_floor)
+    inv = 1.0 / var
+    const = (torch.log(var) + mu * mu * inv).sum(dim=2, keepdim=True)  # (B, K, 1, H, W)
+    stats = box_mean(torch.cat([const, inv, mu * inv], dim=2), radius)
+    a_const, a_inv, a_mu = stats[:, :, :1], stats[:, :, 1 : 1 + C], stats[:, :, 1 + C :]
+    xe = x.unsqueeze(1)
+    quad = (xe * xe * a_inv - 2.0 * xe * a_mu).sum(dim=2) + a_const.squeeze(2)
+    log_dens = -0.5 * (quad + C * math.log(2.0 * math.pi))  # (B, K, H, W)
+    logits = log_dens + torch.log(pi + _EPS)
+    return torch.softmax(logits, dim=1)
+
+
+def local_colour_clustering(
+    image: torch.Tensor | np.ndarray,
+    *,
+    n_components: int = 5,
+    radius: int = 7,
+    iterations: int = 30,
+    warmup_iterations: int = 5,
+    warmup_radius: int = 15,
+    var_floor: float = 1e-4,
+    n_bands: int | None = 4,
+    generator: torch.Generator | None = None,
+    init: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Local Gaussian-mixture colour clustering z of PAPER_NOTES (paper section 4).
+
+    Args:
+        image: (B, C, H, W) or (C, H, W) float in [0, 1]: NAIP/255 average-pooled to the
+            label resolution (see :func:`prepare_naip`); C must equal ``n_bands``
+            (None: any).
+        n_components: K clusters (5).
+        radius, iterations: window radius r (7 -> 15 x 15) and number of EM iterations (30).
+        warmup_iterations, warmup_radius: the first iterations use the wider window (5, 15).
+        var_floor: lower bound of the local per-band variance (1e-4).
+        generator: seeds the random initial responsibilities.
+        init: optional (B, K, H, W) initial responsibilities (overrides the random init).
+
+    Returns:
+        (B, K, H, W) float32 responsibilities, summing to 1 over K. Chips are independent,
+        so a batch gives the same result as its chips one by one (given the same init).
+    """
+    x = _check_image(image, n_bands)
+    B, _, H, W = x.shape
+    if n_components < 1 or iterations < 0 or warmup_iterations < 0 or var_floor <= 0:
+        raise ValueError(
+            f"bad clustering parameters: n_components={n_components}, iterations={iterations},"
+            f" warmup_iterations={warmup_iterations}, var_floor={var_floor}"
+        )
+    if init is None:
+        resp = torch.rand((B, n_components, H, W), generator=generator, dtype=torch.float32)
+        resp = resp / resp.sum(dim=1, keepdim=True)
+    else:
+        resp = torch.as_tensor(init, dtype=torch.float32)
+        if resp.shape != (B, n_components, H, W):
+            raise ValueError(
+                f"init has shape {tuple(resp.shape)}; expected {(B, n_components, H, W)}"
+            )
+    x2 = x * x
+    with torch.no_grad():
+        for it in range(iterations):
+            r = warmup_radius if it < warmup_iterations else radius
+            resp = _e_step(x, x2, resp, r, var_floor)
+    log.debug("local clustering of %d chips %dx%d done (%d iterations)", B, H, W, iterations)
+    return resp
+
+
+def global_colour_clustering(
+    image: torch.Tensor | np.ndarray,
+    *,
+    method: GlobalMethod = "gmm",
+    n_components: int = 5,
+    n_bands: int | None = 4,
+    random_state: int = 0,
+    max_fit_pixels: int | None = 200_000,
+    soft: bool = True,
+) -> torch.Tensor:
+    """Global baseline: one mixture / k-means over all pixels of all chips.
+
+    Args:
+        image: (B, C, H, W) float in [0, 1].
+        method: ``"gmm"`` (sklearn GaussianMixture, full covariances) or ``"kmeans"``.
+        max_fit_pixels: fit on a random subset of this many pixels (None: all);
+            every pixel is then assigned.
+        soft: GMM posteriors (True) or one-hot of the hard assignment (always for kmeans).
+
+    Returns:
+        (B, K, H, W) float32, summing to 1 over K.
+    """
+    if method not in GLOBAL_METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {GLOBAL_METHODS}")
+    x = _check_image(image, n_bands)
+    B, C, H, W = x.shape
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, C).numpy().astype(np.float64)
+    rng = np.random.default_rng(random_state)
+    fit = pixels
+    if max_fit_pixels is not None and len(pixels) > max_fit_pixels:
+        fit = pixels[rng.choice(len(pixels), size=max_fit_pixels, replace=False)]
+    if len(fit) < n_components:
+        raise ValueError(f"{len(fit)} pixels cannot be split into {n_components} clusters")
+    if method == "gmm":
+        from sklearn.mixture import GaussianMixture
+
+        model = GaussianMixture(n_components, random_state=random_state, reg_covar=1e-4)
+        model.fit(fit)
+        if soft:
+            probs = model.predict_proba(pixels)
+        else:
+            probs = np.eye(n_components)[model.predict(pixels)]
+    else:
+        from sklearn.cluster import KMeans
+
+        model = KMeans(n_components, random_state=random_state, n_init=3)
+        model.fit(fit)
+        probs = np.eye(n_components)[model.predict(pixels)]
+    out = torch.from_numpy(probs.astype(np.float32)).reshape(B, H, W, n_components)
+    return out.permute(0, 3, 1, 2).contiguous()
