@@ -198,7 +198,14 @@ def check_points(
             "%s: points lie outside the unit square (x in [%.6g, %.6g], y in [%.6g, %.6g]); "
             "normalised to [0, 1]^2 keeping the aspect ratio (shift by (%.6g, %.6g), "
             "divide by %.6g)",
-            where, lo[0], hi[0], lo[1], hi[1], lo[0], lo[1], scale,
+            where,
+            lo[0],
+            hi[0],
+            lo[1],
+            hi[1],
+            lo[0],
+            lo[1],
+            scale,
         )
     return np.clip(pts, 0.0, 1.0), scale, offset
 

@@ -123,9 +123,7 @@ def test_bad_lines_name_file_and_line(tmp_path: Path, line: str, message: str) -
 
 def test_duplicates_error_warn_skip(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "dup.txt"
-    path.write_text(
-        "0.1 0.1 0.5 0.5 0.9 0.2 0.5 0.5 0.7 0.7\n0.1 0.1 0.2 0.9 0.8 0.3 0.5 0.5\n"
-    )
+    path.write_text("0.1 0.1 0.5 0.5 0.9 0.2 0.5 0.5 0.7 0.7\n0.1 0.1 0.2 0.9 0.8 0.3 0.5 0.5\n")
     with pytest.raises(DuplicateCitiesError, match=r"dup.txt:1: 1 duplicate cities"):
         read_instances(path)
     with caplog.at_level(logging.WARNING):
