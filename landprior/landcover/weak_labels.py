@@ -44,8 +44,40 @@ WATER = CLASS_NAMES.index("water")
 IMPERVIOUS = CLASS_NAMES.index("impervious")
 _BORDER_MODE = "mirror"
 
-Fallback = Literal["uniform", "marginal"]
-FALLBACKS: tuple[str, ...] = ("uniform", "marginal")
+Fallback = Literal["nlcd", "uniform", "marginal"]
+FALLBACKS: tuple[str, ...] = ("nlcd", "uniform", "marginal")
+
+# P(class | NLCD) read off the NLCD class definitions (our own judgement, not data):
+# the documented fallback for NLCD classes the source city never shows, and the target of
+# ``smoothing``. Columns: water, impervious, barren, trees, grass.
+_NLCD_DEFAULT_ROWS: dict[int, tuple[float, ...]] = {
+    0: (0.2, 0.2, 0.2, 0.2, 0.2),  # no data / unclassified
+    11: (0.90, 0.02, 0.03, 0.02, 0.03),  # open water
+    12: (0.40, 0.05, 0.50, 0.00, 0.05),  # perennial ice / snow
+    21: (0.01, 0.12, 0.02, 0.25, 0.60),  # developed, open space (< 20 % impervious)
+    22: (0.01, 0.35, 0.03, 0.20, 0.41),  # developed, low intensity (20-49 %)
+    23: (0.01, 0.60, 0.04, 0.10, 0.25),  # developed, medium intensity (50-79 %)
+    24: (0.01, 0.85, 0.04, 0.04, 0.06),  # developed, high intensity (80-100 %)
+    31: (0.03, 0.05, 0.80, 0.04, 0.08),  # barren land
+    41: (0.01, 0.02, 0.01, 0.86, 0.10),  # deciduous forest
+    42: (0.01, 0.02, 0.01, 0.86, 0.10),  # evergreen forest
+    43: (0.01, 0.02, 0.01, 0.86, 0.10),  # mixed forest
+    52: (0.01, 0.02, 0.30, 0.30, 0.37),  # shrub / scrub
+    71: (0.01, 0.02, 0.07, 0.10, 0.80),  # grassland / herbaceous
+    81: (0.01, 0.02, 0.05, 0.10, 0.82),  # pasture / hay
+    82: (0.01, 0.02, 0.15, 0.05, 0.77),  # cultivated crops
+    90: (0.10, 0.01, 0.01, 0.75, 0.13),  # woody wetlands
+    95: (0.25, 0.01, 0.02, 0.12, 0.60),  # emergent herbaceous wetlands
+}
+
+
+def nlcd_default_cooccurrence() -> np.ndarray:
+    """(17, 5) float64 ``P(class | NLCD index)`` from the NLCD class definitions.
+
+    A documented, data-free default: the fallback for NLCD rows with no source pixels.
+    """
+    rows = np.array([_NLCD_DEFAULT_ROWS[code] for code in NLCD_CODES], dtype=np.float64)
+    return rows / rows.sum(axis=1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- co-occurrence
@@ -65,7 +97,7 @@ def estimate_cooccurrence(
     n_classes: int = NUM_CLASSES,
     ignore_index: int = IGNORE_INDEX,
     smoothing: float = 0.0,
-    fallback: Fallback = "uniform",
+    fallback: Fallback = "nlcd",
 ) -> np.ndarray:
     """Estimate ``P(class | NLCD index)`` from paired rasters of the SOURCE city.
 
@@ -73,15 +105,23 @@ def estimate_cooccurrence(
         nlcd_index: (H, W) integer NLCD indices 0..n_nlcd-1, or a list of such arrays.
         labels: (H, W) class indices 0..n_classes-1 (``ignore_index`` skipped), same
             shapes as ``nlcd_index`` (a list of the same length).
-        smoothing: additive pseudo-count per (NLCD, class) cell of rows that have data.
-        fallback: the distribution of rows with no data: ``"uniform"`` (1/n_classes) or
-            ``"marginal"`` (the overall class frequencies of the given labels).
+        smoothing: pseudo-count mass per row spread like the fallback row
+            (``(counts + s * fallback) / (n + s)``); 0 = plain frequencies.
+        fallback: the distribution of rows with no data (and the smoothing target):
+            ``"nlcd"`` (:func:`nlcd_default_cooccurrence`, from the NLCD class definitions;
+            needs the standard 17 x 5 shape), ``"uniform"``, or ``"marginal"`` (the overall
+            class frequencies of the given labels).
 
     Returns:
         (n_nlcd, n_classes) float64; every row sums to 1.
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
+    if fallback == "nlcd" and (n_nlcd, n_classes) != (N_NLCD, NUM_CLASSES):
+        raise ValueError(
+            f"fallback 'nlcd' needs n_nlcd={N_NLCD}, n_classes={NUM_CLASSES}; "
+            f"got {n_nlcd}, {n_classes} (use 'uniform' or 'marginal')"
+        )
     if smoothing < 0:
         raise ValueError(f"smoothing must be >= 0, got {smoothing}")
     nl_list, lab_list = _as_list(nlcd_index), _as_list(labels)
@@ -108,17 +148,19 @@ def estimate_cooccurrence(
         counts += np.bincount(
             nl[keep] * n_classes + lab[keep], minlength=n_nlcd * n_classes
         ).reshape(n_nlcd, n_classes)
-    has_data = counts.sum(axis=1) > 0
-    counts[has_data] += smoothing
     total = counts.sum()
-    if fallback == "marginal" and total > 0:
-        default = counts.sum(axis=0) / total
+    if fallback == "nlcd":
+        default = nlcd_default_cooccurrence()
+    elif fallback == "marginal" and total > 0:
+        default = np.broadcast_to(counts.sum(axis=0) / total, counts.shape)
     else:
-        default = np.full(n_classes, 1.0 / n_classes)
-    out = np.empty_like(counts)
-    out[has_data] = counts[has_data] / counts[has_data].sum(axis=1, keepdims=True)
-    out[~has_data] = default
-    log.debug("co-occurrence from %d pixels; %d NLCD rows without data", total, (~has_data).sum())
+        default = np.full(counts.shape, 1.0 / n_classes)
+    n = counts.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (counts + smoothing * default) / (n + smoothing)
+    empty = n[:, 0] == 0
+    out[empty] = default[empty]
+    log.debug("co-occurrence from %d pixels; %d NLCD rows without data", total, empty.sum())
     return out
 
 
