@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.engine.helpers import GUIDED, METHODS, SHAPE, Method, make_denoiser, region_loss, schedule
+from tests.engine.helpers import (
+    GUIDED,
+    METHODS,
+    SHAPE,
+    Method,
+    make_denoiser,
+    region_loss,
+    schedule,
+)
 
 DENOISERS = ["mixture", "tinynet"]
 
