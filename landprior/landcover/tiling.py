@@ -197,7 +197,7 @@ def read_chips(
 
 def downsample_transform(transform: Affine, factor: int) -> Affine:
     """The geotransform of a raster downsampled by ``factor`` (pixels ``factor`` x larger)."""
-    return transform * Affine.scale(factor)
+    return transform @ Affine.scale(factor)
 
 
 def _blocks(x: np.ndarray, factor: int, what: str) -> np.ndarray:
