@@ -7,6 +7,11 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
+
+# Test tensors are tiny: one intra-op thread avoids OpenMP hand-off costs that dominate
+# small ops (and keeps timings steady when the 2 CI cores are busy).
+torch.set_num_threads(1)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
