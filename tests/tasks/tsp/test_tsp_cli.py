@@ -1,0 +1,82 @@
+"""`landprior tsp generate | reference | baseline | render-dataset`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from landprior.cli import main
+from landprior.tasks.tsp.data import kool_test_set, read_instances
+
+
+@pytest.fixture
+def runner(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> CliRunner:
+    monkeypatch.setenv("LANDPRIOR_CACHE_DIR", str(tmp_path / "cache"))
+    return CliRunner()
+
+
+def _json(output: str) -> dict:
+    return json.loads(output[output.index("{") :])
+
+
+def test_generate_solve_reference_baseline(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "k.txt"
+    args = ["tsp", "generate", "--n", "12", "--count", "6", "--kool", "--solve", "--out", path]
+    result = runner.invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    records = read_instances(path)
+    np.testing.assert_array_equal(np.stack([r.points for r in records]), kool_test_set(12, 6))
+    assert all(r.tour is not None for r in records)
+    assert len(list((tmp_path / "cache").rglob("*.npy"))) == 6
+
+    ref = runner.invoke(main, ["tsp", "reference", "--instances", str(path), "--json"])
+    assert ref.exit_code == 0, ref.output
+    ref_out = _json(ref.output)
+    assert ref_out["n_instances"] == 6 and ref_out["n_from_cache"] == 6
+    assert ref_out["gap_pct"] == pytest.approx(0.0, abs=1e-9)
+
+    for method in ("greedy", "nn-two-opt"):
+        base = runner.invoke(
+            main,
+            ["tsp", "baseline", "--instances", str(path), "--method", method, "--limit", "4",
+             "--json"],
+        )  # fmt: skip
+        assert base.exit_code == 0, base.output
+        out = _json(base.output)
+        for key in ("n_instances", "mean_length", "mean_reference_length", "gap_pct",
+                    "two_opt_moves_mean", "seconds_per_instance"):  # fmt: skip
+            assert key in out
+        assert out["n_instances"] == 4 and out["gap_pct"] >= -1e-9
+        assert out["mean_length"] >= out["mean_reference_length"] - 1e-9
+
+
+def test_baseline_without_tours_and_bad_file(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "u.txt"
+    result = runner.invoke(
+        main, ["tsp", "generate", "--n", "8", "--count", "3", "--seed", "1", "--out", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    out = _json(runner.invoke(main, ["tsp", "baseline", "--instances", str(path), "--json"]).output)
+    assert out["gap_pct"] is None and out["mean_reference_length"] is None
+    bad = tmp_path / "bad.txt"
+    bad.write_text(path.read_text() + "0.1 0.2 0.3\n")
+    failed = runner.invoke(main, ["tsp", "baseline", "--instances", str(bad), "--json"])
+    assert failed.exit_code != 0
+    assert f"{bad}:4: odd number of coordinates" in failed.output
+
+
+def test_render_dataset(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "d.npy"
+    result = runner.invoke(
+        main, ["tsp", "render-dataset", "--n", "8", "--count", "3", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert np.load(out).shape == (3, 1, 64, 64)
+    wrong = runner.invoke(
+        main, ["tsp", "render-dataset", "--n", "8", "--count", "3", "--out", str(tmp_path / "x")]
+    )
+    assert wrong.exit_code != 0 and ".npy" in wrong.output
