@@ -154,7 +154,7 @@ def test_failed_overwrite_keeps_the_old_file(tmp_path: Path, classes: np.ndarray
     before = out.read_bytes()
     bad = classes.copy()
     bad[10, 10] = 9
-    with pytest.raises(ValueError, match="outside 0..4"):
+    with pytest.raises(ValueError, match=r"outside 0\.\.4"):
         geotiff.write_class_map(out, bad, crs=CRS, transform=TRANSFORM)
     assert out.read_bytes() == before
     assert _leftovers(tmp_path) == ["lc.tif", "lc.tif.aux.xml"]
