@@ -26,10 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal
+import os
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 
 log = logging.getLogger(__name__)
 
@@ -275,3 +278,83 @@ def global_colour_clustering(
         probs = np.eye(n_components)[model.predict(pixels)]
     out = torch.from_numpy(probs.astype(np.float32)).reshape(B, H, W, n_components)
     return out.permute(0, 3, 1, 2).contiguous()
+
+
+# --------------------------------------------------------------------------- files
+
+
+def cluster_geotiff(
+    naip: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    factor: int = 4,
+    chip: int = 64,
+    batch_size: int = 32,
+    seed: int = 0,
+    n_components: int = 5,
+    **params: Any,
+) -> Path:
+    """Local colour clustering of a NAIP GeoTIFF -> K-band uint8 responsibilities GeoTIFF.
+
+    The image (4 bands, uint8) is average-pooled by ``factor`` to the label resolution
+    (a remainder of fewer than ``factor`` rows/columns is dropped), cut into ``chip`` x
+    ``chip`` chips (0: the whole image as one chip), clustered in batches by
+    :func:`local_colour_clustering` (``params``: radius, iterations, ...), and written row
+    of chips by row of chips, atomically, on the pooled grid (same CRS, transform scaled
+    by ``factor``). Cluster ids are local to each chip, as in the paper.
+    """
+    import rasterio
+
+    from landprior.landcover.tiling import (
+        chip_windows,
+        downsample_transform,
+        extract_chips,
+        open_probability_output,
+    )
+
+    naip = Path(naip)
+    if not naip.is_file():
+        raise FileNotFoundError(f"NAIP raster {naip} does not exist")
+    with rasterio.open(naip) as src:
+        if src.count != 4:
+            raise ValueError(f"{naip} has {src.count} bands; expected 4 (NAIP RGBN)")
+        height, width = src.height // factor, src.width // factor
+        if height < 1 or width < 1:
+            raise ValueError(f"{naip} is {src.height} x {src.width} px, smaller than {factor}")
+        size = (height, width) if chip == 0 else (min(chip, height), min(chip, width))
+        chips = chip_windows(height, width, size, name=str(naip))
+        rows = sorted({c.row for c in chips})
+        gen = torch.Generator().manual_seed(seed)
+        names = [f"cluster_{k + 1}" for k in range(n_components)]
+        with open_probability_output(
+            out,
+            crs=src.crs,
+            transform=downsample_transform(src.transform, factor),
+            height=height,
+            width=width,
+            band_names=names,
+        ) as writer:
+            for row in rows:
+                band = Window(0, row * factor, width * factor, size[0] * factor)
+                raw = src.read(window=band)
+                pooled = prepare_naip(raw, factor)[0].numpy()  # (4, size_h, width)
+                in_row = [c for c in chips if c.row == row]
+                shifted = [type(c)(0, c.col, c.height, c.width) for c in in_row]
+                x = torch.from_numpy(extract_chips(pooled, shifted))
+                resp = torch.cat(
+                    [
+                        local_colour_clustering(
+                            x[i : i + batch_size],
+                            n_components=n_components,
+                            generator=gen,
+                            **params,
+                        )
+                        for i in range(0, len(x), batch_size)
+                    ]
+                )
+                strip = np.zeros((n_components, size[0], width), np.uint8)
+                for c, r in zip(shifted, resp.numpy(), strict=True):
+                    strip[:, :, c.col : c.col + c.width] = np.rint(r * 255.0)
+                writer.write(strip, Window(0, row, width, size[0]))
+    log.info("clustered %s -> %s (%d chips)", naip, out, len(chips))
+    return Path(out)

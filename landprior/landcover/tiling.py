@@ -13,12 +13,19 @@ average-pooled to that label resolution. Here:
   index excluded; ties go to the lowest class); the authors used nearest neighbour,
   offered as ``method="nearest"``. :func:`average_pool` is the imagery reduction.
   :func:`downsample_transform` gives the matching coarser geotransform.
+* :func:`open_probability_output` writes uint8 probability bands window by window,
+  atomically (the project's COG writer when present).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -301,3 +308,82 @@ def sample_label_patches(
         frac = (small == IGNORE_INDEX).mean(axis=(1, 2))
         out.extend(small[frac <= max_ignore_fraction])
     return np.stack(out[:n])
+
+
+# --------------------------------------------------------------------------- output
+
+
+def probability_writer_name() -> str:
+    """Which GeoTIFF writer :func:`open_probability_output` uses."""
+    try:
+        from landprior.landcover import geotiff
+    except ImportError:
+        return "rasterio (fallback)"
+    if hasattr(geotiff, "open_probability_writer"):
+        return "landprior.landcover.geotiff.open_probability_writer"
+    return "rasterio (fallback)"
+
+
+class _PlainWriter:
+    def __init__(self, dst: Any) -> None:
+        self._dst = dst
+
+    def write(self, data: np.ndarray, window: Window | None = None) -> None:
+        self._dst.write(np.asarray(data, dtype=np.uint8), window=window)
+
+
+@contextlib.contextmanager
+def open_probability_output(
+    path: str | os.PathLike[str],
+    *,
+    crs: Any,
+    transform: Affine,
+    height: int,
+    width: int,
+    band_names: Sequence[str],
+) -> Iterator[Any]:
+    """Atomic window-by-window writer of uint8 probability bands (x255).
+
+    Uses the project's COG writer (``geotiff.open_probability_writer``) when present,
+    else a tiled deflate GeoTIFF written to a temporary file and renamed into place.
+    The yielded object has ``write(data (bands, h, w), window)``.
+    """
+    if probability_writer_name().startswith("landprior"):
+        from landprior.landcover import geotiff
+
+        with geotiff.open_probability_writer(
+            path,
+            crs=crs,
+            transform=transform,
+            height=height,
+            width=width,
+            class_names=tuple(band_names),
+        ) as writer:
+            yield writer
+        return
+    import rasterio
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp.tif")
+    profile = {
+        "driver": "GTiff",
+        "height": height,
+        "width": width,
+        "count": len(band_names),
+        "dtype": "uint8",
+        "crs": crs,
+        "transform": transform,
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+    }
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            yield _PlainWriter(dst)
+            for i, name in enumerate(band_names, start=1):
+                dst.set_band_description(i, f"p({name})")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

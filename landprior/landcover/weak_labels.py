@@ -28,11 +28,16 @@ attributes survive.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from rasterio.windows import Window
 from scipy import ndimage
 
 from landprior.landcover.classes import CLASS_NAMES, IGNORE_INDEX, NLCD_CODES, NUM_CLASSES
@@ -117,13 +122,6 @@ def estimate_cooccurrence(
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
-    if fallback == "nlcd" and (n_nlcd, n_classes) != (N_NLCD, NUM_CLASSES):
-        raise ValueError(
-            f"fallback 'nlcd' needs n_nlcd={N_NLCD}, n_classes={NUM_CLASSES}; "
-            f"got {n_nlcd}, {n_classes} (use 'uniform' or 'marginal')"
-        )
-    if smoothing < 0:
-        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
     nl_list, lab_list = _as_list(nlcd_index), _as_list(labels)
     if len(nl_list) != len(lab_list):
         raise ValueError(
@@ -131,23 +129,56 @@ def estimate_cooccurrence(
         )
     counts = np.zeros((n_nlcd, n_classes), dtype=np.float64)
     for i, (nl, lab) in enumerate(zip(nl_list, lab_list, strict=True)):
-        if nl.shape != lab.shape:
-            raise ValueError(
-                f"pair {i}: NLCD shape {nl.shape} != label shape {lab.shape}; "
-                "expected rasters on the same grid"
-            )
-        nl = nl.astype(np.int64, copy=False).ravel()
-        lab = lab.astype(np.int64, copy=False).ravel()
-        keep = (lab != ignore_index) & (lab >= 0) & (lab < n_classes)
-        bad_nlcd = keep & ((nl < 0) | (nl >= n_nlcd))
-        if bad_nlcd.any():
-            raise ValueError(
-                f"pair {i}: NLCD index {int(nl[bad_nlcd][0])} outside 0..{n_nlcd - 1}; "
-                "convert raw NLCD codes with classes.nlcd_codes_to_index first"
-            )
-        counts += np.bincount(
-            nl[keep] * n_classes + lab[keep], minlength=n_nlcd * n_classes
-        ).reshape(n_nlcd, n_classes)
+        counts += cooccurrence_counts(
+            nl, lab, n_nlcd=n_nlcd, n_classes=n_classes, ignore_index=ignore_index, what=f"pair {i}"
+        )
+    return cooccurrence_from_counts(counts, smoothing=smoothing, fallback=fallback)
+
+
+def cooccurrence_counts(
+    nlcd_index: np.ndarray,
+    labels: np.ndarray,
+    *,
+    n_nlcd: int = N_NLCD,
+    n_classes: int = NUM_CLASSES,
+    ignore_index: int = IGNORE_INDEX,
+    what: str = "rasters",
+) -> np.ndarray:
+    """(n_nlcd, n_classes) float64 pixel counts of one (H, W) NLCD / label pair."""
+    nl, lab = np.asarray(nlcd_index), np.asarray(labels)
+    if nl.shape != lab.shape:
+        raise ValueError(
+            f"{what}: NLCD shape {nl.shape} != label shape {lab.shape}; "
+            "expected rasters on the same grid"
+        )
+    nl = nl.astype(np.int64, copy=False).ravel()
+    lab = lab.astype(np.int64, copy=False).ravel()
+    keep = (lab != ignore_index) & (lab >= 0) & (lab < n_classes)
+    bad_nlcd = keep & ((nl < 0) | (nl >= n_nlcd))
+    if bad_nlcd.any():
+        raise ValueError(
+            f"{what}: NLCD index {int(nl[bad_nlcd][0])} outside 0..{n_nlcd - 1}; "
+            "convert raw NLCD codes with classes.nlcd_codes_to_index first"
+        )
+    flat = np.bincount(nl[keep] * n_classes + lab[keep], minlength=n_nlcd * n_classes)
+    return flat.reshape(n_nlcd, n_classes).astype(np.float64)
+
+
+def cooccurrence_from_counts(
+    counts: np.ndarray, *, smoothing: float = 0.0, fallback: Fallback = "nlcd"
+) -> np.ndarray:
+    """Row-normalise (n_nlcd, n_classes) counts (see :func:`estimate_cooccurrence`)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    n_nlcd, n_classes = counts.shape
+    if fallback not in FALLBACKS:
+        raise ValueError(f"unknown fallback {fallback!r}; expected one of {FALLBACKS}")
+    if fallback == "nlcd" and (n_nlcd, n_classes) != (N_NLCD, NUM_CLASSES):
+        raise ValueError(
+            f"fallback 'nlcd' needs n_nlcd={N_NLCD}, n_classes={NUM_CLASSES}; "
+            f"got {n_nlcd}, {n_classes} (use 'uniform' or 'marginal')"
+        )
+    if smoothing < 0:
+        raise ValueError(f"smoothing must be >= 0, got {smoothing}")
     total = counts.sum()
     if fallback == "nlcd":
         default = nlcd_default_cooccurrence()
@@ -582,3 +613,149 @@ def weak_label_raster(
     except Exception as err:  # pragma: no cover - rioxarray missing
         log.debug("could not write georeferencing: %s", err)
     return result
+
+
+# --------------------------------------------------------------------------- files
+
+
+def save_cooccurrence(
+    path: str | os.PathLike[str], cooccurrence: np.ndarray, *, source: str = ""
+) -> Path:
+    """Write a (17, 5) co-occurrence matrix as JSON (rows keyed by NLCD code), atomically."""
+    cooc = _check_cooccurrence(cooccurrence)
+    if cooc.shape != (N_NLCD, NUM_CLASSES):
+        raise ValueError(f"co-occurrence has shape {cooc.shape}; expected {(N_NLCD, NUM_CLASSES)}")
+    doc = {
+        "what": "P(class | NLCD class), rows = NLCD codes, columns = classes",
+        "source": source,
+        "classes": list(CLASS_NAMES),
+        "nlcd_codes": list(NLCD_CODES),
+        "matrix": cooc.tolist(),
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_cooccurrence(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a co-occurrence matrix from :func:`save_cooccurrence` JSON or a ``.npy`` file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"co-occurrence file {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            cooc = np.load(path)
+        else:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            if list(doc.get("nlcd_codes", NLCD_CODES)) != list(NLCD_CODES):
+                raise ValueError(f"{path}: field 'nlcd_codes' differs from {list(NLCD_CODES)}")
+            cooc = np.asarray(doc["matrix"], dtype=np.float64)
+    except (KeyError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not a co-occurrence file (expected JSON with 'matrix')") from err
+    try:
+        return _check_cooccurrence(cooc)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
+def source_cooccurrence(
+    root: str | os.PathLike[str],
+    city: str,
+    *,
+    split: str = "train",
+    mapping: str = "prior",
+    smoothing: float = 0.0,
+    fallback: Fallback = "nlcd",
+) -> np.ndarray:
+    """``P(class | NLCD)`` from the SOURCE city's tiles of an EnviroAtlas-layout root.
+
+    Reads the ``nlcd`` and high-res label layers tile by tile (counts accumulate, so memory
+    is one tile). Never pass a target city here: that is the original's label leak.
+    """
+    from landprior.landcover.enviroatlas import EnviroAtlas
+
+    dataset = EnviroAtlas(root)
+    tiles = dataset.tiles(city, split)
+    if not tiles:
+        raise ValueError(f"{root}: city {city!r} has no {split!r} tiles")
+    counts = np.zeros((N_NLCD, NUM_CLASSES))
+    for tile in tiles:
+        nlcd = dataset.read(tile, "nlcd")[0]
+        labels = dataset.read_labels(tile, mapping)
+        counts += cooccurrence_counts(nlcd, labels, what=f"tile {tile.key}")
+    log.info("co-occurrence of %s/%s from %d tiles", city, split, len(tiles))
+    return cooccurrence_from_counts(counts, smoothing=smoothing, fallback=fallback)
+
+
+def _open_layer(path: str | os.PathLike[str], what: str, chunk: int) -> Any:
+    import rioxarray
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} raster {path} does not exist")
+    try:
+        return rioxarray.open_rasterio(
+            path, chunks={"band": -1, "y": chunk, "x": chunk}, lock=False, cache=False
+        )
+    except Exception as err:
+        raise ValueError(f"cannot read {what} raster {path}: {err}") from err
+
+
+def write_weak_label_geotiff(
+    out: str | os.PathLike[str],
+    nlcd: str | os.PathLike[str],
+    cooccurrence: np.ndarray,
+    *,
+    roads: str | os.PathLike[str] | None = None,
+    water: str | os.PathLike[str] | None = None,
+    buildings: str | os.PathLike[str] | None = None,
+    nlcd_is_raw: bool = False,
+    chunk: int = 512,
+    scheduler: str = "synchronous",
+    **params: Any,
+) -> Path:
+    """Compute the 5-band uint8 prior layer of whole GeoTIFFs lazily and write it atomically.
+
+    The inputs are opened as dask arrays in ``chunk`` x ``chunk`` blocks; the output is
+    computed and written one chunk row at a time, so memory is bounded by a few chunk rows
+    (plus the 101-px blur halo), not by the tile. ``params`` go to
+    :func:`weak_label_raster` (blur_kernel, blur_sigma, radii). Nodata pixels are 0 in
+    every band. CRS and transform are those of the NLCD raster.
+    """
+    from landprior.landcover.tiling import open_probability_output
+
+    if chunk < 16:
+        raise ValueError(f"chunk must be >= 16 px, got {chunk}")
+    nl = _open_layer(nlcd, "NLCD", chunk)
+    layers = {
+        name: None if p is None else _open_layer(p, name, chunk)
+        for name, p in (("roads", roads), ("water", water), ("buildings", buildings))
+    }
+    try:
+        result = weak_label_raster(
+            nl, cooccurrence, nlcd_is_raw=nlcd_is_raw, as_uint8=True, **layers, **params
+        )
+    except ValueError as err:
+        raise ValueError(f"{nlcd}: {err}") from None
+    arr = result.data
+    height, width = arr.shape[1:]
+    with open_probability_output(
+        out,
+        crs=nl.rio.crs,
+        transform=nl.rio.transform(),
+        height=height,
+        width=width,
+        band_names=CLASS_NAMES,
+    ) as writer:
+        row = 0
+        for rows in arr.chunks[1]:
+            block = np.asarray(arr[:, row : row + rows, :].compute(scheduler=scheduler))
+            writer.write(block, Window(0, row, width, rows))
+            row += rows
+    log.info("wrote weak labels %s (%d x %d)", out, height, width)
+    return Path(out)
