@@ -103,7 +103,7 @@ def manual_instructions(spec: ArchiveSpec, root: PathLike) -> str:
     root = Path(root)
     sums = ", ".join(f"{c.md5} ({c.version})" for c in spec.checksums)
     return (
-        f"download {spec.urls[0]} by hand and save it as {root / spec.filename} "
+        f"download {spec.urls[0]} and save it as {root / spec.filename} "
         f"(md5 must be one of: {sums}); then run `landprior data download --root {root}` "
         f"again to verify and extract it into {root / spec.extracts_to}"
     )
