@@ -253,9 +253,14 @@ def _run_numpy(
     if valid is not None:
         idx = np.where(valid, idx, 0)
     idx = idx.astype(np.intp, copy=False)
+    if idx.size and (idx.min() < 0 or idx.max() >= n_nlcd):
+        raise ValueError(
+            f"NLCD values span {idx.min()}..{idx.max()}; expected indices 0..{n_nlcd - 1} "
+            "(raw codes? convert with classes.nlcd_codes_to_index or pass nlcd_is_raw=True)"
+        )
     lut = cooccurrence.T.astype(np.float32)  # (5, n_nlcd)
     # map through P(class | NLCD) first, then blur (linear: equal to blurring the one-hot)
-    mapped = lut[:, np.clip(idx, 0, n_nlcd - 1)]  # (5, H, W)
+    mapped = lut[:, idx]  # (5, H, W)
     kernel = gaussian_kernel1d(blur_kernel, blur_sigma)
     if valid is not None:
         vmask = valid.astype(np.float32)
@@ -754,7 +759,10 @@ def write_weak_label_geotiff(
     ) as writer:
         row = 0
         for rows in arr.chunks[1]:
-            block = np.asarray(arr[:, row : row + rows, :].compute(scheduler=scheduler))
+            try:
+                block = np.asarray(arr[:, row : row + rows, :].compute(scheduler=scheduler))
+            except ValueError as err:
+                raise ValueError(f"{nlcd} (rows {row}..{row + rows}): {err}") from None
             writer.write(block, Window(0, row, width, rows))
             row += rows
     log.info("wrote weak labels %s (%d x %d)", out, height, width)

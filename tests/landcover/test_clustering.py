@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
 import torch
 import torch.nn.functional as F
+from affine import Affine
+from rasterio.transform import from_origin
 
 from landprior.landcover import clustering
 from landprior.landcover.clustering import (
     box_mean,
+    cluster_geotiff,
     global_colour_clustering,
     local_colour_clustering,
     prepare_naip,
@@ -159,3 +164,35 @@ def test_real_naip_local_clustering_explains_colour() -> None:
     within = sum((r[k] * ((px - mu[k][:, None]) ** 2).sum(0)).sum() for k in range(5))
     total = ((px - px.mean(1, keepdim=True)) ** 2).sum()
     assert within < 0.5 * total
+
+
+def test_cluster_geotiff(tmp_path: Path) -> None:
+    img, _ = checkerboard(batch=1)
+    naip = (img[0].repeat_interleave(4, -1).repeat_interleave(4, -2) * 255).round()
+    naip = naip.to(torch.uint8).numpy()[:, :250, :230]  # 250 x 230 px, not divisible by 4
+    transform = from_origin(400_000.0, 3_600_000.0, 0.6, 0.6)
+    profile = {"driver": "GTiff", "count": 4, "dtype": "uint8", "crs": "EPSG:26911"}
+    with rasterio.open(
+        tmp_path / "naip.tif", "w", height=250, width=230, transform=transform, **profile
+    ) as dst:
+        dst.write(naip)
+    out = cluster_geotiff(
+        tmp_path / "naip.tif", tmp_path / "z.tif", chip=32, iterations=6, warmup_iterations=1
+    )
+    with rasterio.open(out) as src:
+        z = src.read()
+        assert src.crs.to_epsg() == 26911
+        assert src.transform == transform @ Affine.scale(4)
+        assert src.descriptions[0].endswith("cluster_1)")
+    assert z.shape == (5, 62, 57) and z.dtype == np.uint8
+    assert np.abs(z.astype(int).sum(0) - 255).max() <= 3
+    whole = cluster_geotiff(tmp_path / "naip.tif", tmp_path / "w.tif", chip=0, iterations=2)
+    with rasterio.open(whole) as src:
+        assert src.shape == (62, 57)
+    with rasterio.open(
+        tmp_path / "rgb.tif", "w", height=8, width=8, transform=transform, **{**profile, "count": 3}
+    ) as dst:
+        dst.write(np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"rgb\.tif has 3 bands; expected 4"):
+        cluster_geotiff(tmp_path / "rgb.tif", tmp_path / "bad.tif")
+    assert not (tmp_path / "bad.tif").exists()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from rasterio.transform import from_origin
@@ -22,11 +25,15 @@ from landprior.landcover.weak_labels import (
     WATER,
     estimate_cooccurrence,
     gaussian_kernel1d,
+    load_cooccurrence,
     nlcd_default_cooccurrence,
     prior_from_uint8,
     prior_to_uint8,
+    save_cooccurrence,
+    source_cooccurrence,
     weak_label_prior,
     weak_label_raster,
+    write_weak_label_geotiff,
 )
 from tests.conftest import shared_data_path
 
@@ -269,3 +276,97 @@ def test_real_chesapeake_weak_labels_leave_one_out() -> None:
     # 83.0 % measured; always answering "trees" (the majority) scores 80.6 %
     assert correct / total > 0.8
     assert correct > trees
+
+
+# --------------------------------------------------------------------------- files
+
+
+def _write(path: Path, data: np.ndarray, nodata: float | None = None, crs: str = CRS) -> Path:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        height=data.shape[0],
+        width=data.shape[1],
+        count=1,
+        dtype=data.dtype,
+        crs=crs,
+        transform=TRANSFORM,
+        nodata=nodata,
+    ) as dst:
+        dst.write(data[None])
+    return path
+
+
+def test_write_weak_label_geotiff_lazily(tmp_path: Path) -> None:
+    h, w = 200, 170
+    nl = blocky_nlcd(h, w, seed=11)
+    nl[:30, :40] = 255
+    roads = np.zeros((h, w), np.uint8)
+    roads[90:95] = 1
+    cooc = random_cooc(6)
+    kw = {"blur_kernel": 31, "blur_sigma": 9.0}
+    out = write_weak_label_geotiff(
+        tmp_path / "prior.tif",
+        _write(tmp_path / "nlcd.tif", nl, nodata=255),
+        cooc,
+        roads=_write(tmp_path / "roads.tif", roads),
+        chunk=64,
+        **kw,
+    )
+    with rasterio.open(out) as src:
+        got = src.read()
+        assert src.crs.to_string() == CRS and src.transform == TRANSFORM
+        assert src.count == 5 and src.dtypes[0] == "uint8"
+        assert "water" in src.descriptions[0]
+    ref = prior_to_uint8(weak_label_prior(nl, cooc, roads=roads, valid=nl != 255, **kw))
+    assert np.abs(got.astype(int) - ref).max() <= 1
+    assert (got[:, :30, :40] == 0).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nlcd.tif", "prior.tif", "roads.tif"]
+
+
+def test_write_weak_label_geotiff_bad_input_leaves_nothing(tmp_path: Path) -> None:
+    nl = _write(tmp_path / "nlcd.tif", blocky_nlcd(64, 64))
+    with pytest.raises(FileNotFoundError, match=r"roads raster .*missing\.tif"):
+        write_weak_label_geotiff(
+            tmp_path / "a.tif", nl, random_cooc(), roads=tmp_path / "missing.tif"
+        )
+    other = _write(tmp_path / "water.tif", np.zeros((64, 64), np.uint8), crs="EPSG:32618")
+    with pytest.raises(ValueError, match=r"nlcd.tif: water raster CRS"):
+        write_weak_label_geotiff(tmp_path / "b.tif", nl, random_cooc(), water=other)
+    raw = _write(tmp_path / "raw.tif", np.full((64, 64), 41, np.uint8))
+    with pytest.raises(ValueError, match="raw codes"):
+        write_weak_label_geotiff(tmp_path / "c.tif", raw, random_cooc())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["nlcd.tif", "raw.tif", "water.tif"]
+
+
+def test_cooccurrence_files(tmp_path: Path) -> None:
+    cooc = random_cooc(8)
+    path = save_cooccurrence(tmp_path / "cooc.json", cooc, source="test")
+    np.testing.assert_allclose(load_cooccurrence(path), cooc)
+    np.save(tmp_path / "cooc.npy", cooc)
+    np.testing.assert_allclose(load_cooccurrence(tmp_path / "cooc.npy"), cooc)
+    (tmp_path / "bad.json").write_text('{"rows": []}')
+    with pytest.raises(ValueError, match=r"bad\.json: not a co-occurrence file"):
+        load_cooccurrence(tmp_path / "bad.json")
+    with pytest.raises(FileNotFoundError, match=r"nope\.json"):
+        load_cooccurrence(tmp_path / "nope.json")
+
+
+def test_source_cooccurrence_from_a_synthetic_dataset(tmp_path: Path) -> None:
+    from landprior.landcover.enviroatlas import EnviroAtlas
+    from landprior.landcover.synthetic import write_synthetic_dataset
+
+    root = write_synthetic_dataset(tmp_path / "ds", size="tiny", seed=0)
+    dataset = EnviroAtlas(root)
+    source = next(c for c, role in dataset.roles.items() if role == "source")
+    cooc = source_cooccurrence(root, source)
+    assert cooc.shape == (17, 5)
+    np.testing.assert_allclose(cooc.sum(1), 1.0)
+    tiles = dataset.tiles(source, "train")
+    ref = estimate_cooccurrence(
+        [dataset.read(t, "nlcd")[0] for t in tiles], [dataset.read_labels(t) for t in tiles]
+    )
+    np.testing.assert_allclose(cooc, ref)
+    with pytest.raises(ValueError, match="unknown city"):
+        source_cooccurrence(root, "atlantis")
