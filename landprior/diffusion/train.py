@@ -1,0 +1,550 @@
+"""DDPM training of the U-Net prior with the simple eps loss (Ho et al. 2020, eq. 14).
+
+Each step draws a batch x0 (B, C, H, W) in [-1, 1], t uniform in {1..T}, eps ~ N(0, I), forms
+``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps`` (Graikos et al. 2022, eq. 2) and minimises
+``mean ||eps - eps_theta(x_t, t)||^2`` with Adam (lr 1e-4 as the authors). An exponential
+moving average of the weights is kept (rate 0.9999 by default, 0 disables it).
+
+Everything is resumable and reproducible: one checkpoint file per run directory holds the
+model, the EMA, the optimizer, the step, the U-Net and training configs, the schedule and all
+random states; it is written atomically (temporary file, then ``os.replace``). With the same
+seed on the same machine the loss curve is bitwise identical, and a run stopped and resumed
+gives the same weights as an uninterrupted one. Losses are appended to ``loss.jsonl``.
+
+Learned-sigma networks are trained on the eps half only (no hybrid L_vlb term), so their
+variance channels stay at initialisation; sample them with fixed variances.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from landprior.diffusion.denoiser import EpsDenoiser, freeze
+from landprior.diffusion.schedule import SCHEDULE_NAMES, NoiseSchedule
+from landprior.diffusion.unet import UNetConfig, UNetModel
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "LOSS_LOG_NAME",
+    "LabelledNet",
+    "TrainConfig",
+    "TrainResult",
+    "load_checkpoint",
+    "load_denoiser",
+    "load_model",
+    "train",
+]
+
+CHECKPOINT_FORMAT = "landprior.ddpm.v1"
+CHECKPOINT_NAME = "checkpoint.pt"
+LOSS_LOG_NAME = "loss.jsonl"
+_RANGE_TOL = 1e-3
+
+
+# ---------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of one training run (all JSON-serialisable; stored in every checkpoint).
+
+    ``steps`` is the total number of optimizer steps of the run (a resumed run continues up to
+    it). ``grad_clip`` is a max global gradient norm (None: no clipping). ``hflip`` /
+    ``vflip`` flip each sample left-right / up-down with probability 1/2. ``device`` None picks
+    CUDA when available, else CPU.
+    """
+
+    steps: int = 10_000
+    batch_size: int = 16
+    lr: float = 1e-4
+    ema_rate: float = 0.9999
+    grad_clip: float | None = None
+    schedule: str = "linear"
+    num_timesteps: int = 1000
+    seed: int = 0
+    hflip: bool = False
+    vflip: bool = False
+    checkpoint_every: int = 1000
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "num_timesteps", "checkpoint_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+        if not 0.0 <= self.ema_rate < 1.0:
+            raise ValueError(f"TrainConfig.ema_rate must lie in [0, 1), got {self.ema_rate!r}")
+        if self.grad_clip is not None and not (
+            math.isfinite(self.grad_clip) and self.grad_clip > 0
+        ):
+            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
+        if self.schedule not in SCHEDULE_NAMES:
+            raise ValueError(
+                f"unknown noise schedule {self.schedule!r}; expected one of {SCHEDULE_NAMES}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown TrainConfig keys {unknown}; expected some of {sorted(known)}"
+            )
+        return cls(**dict(data))
+
+    def make_schedule(self) -> NoiseSchedule:
+        return NoiseSchedule.from_name(self.schedule, self.num_timesteps)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did: steps done in total, this session's per-step losses."""
+
+    step: int
+    losses: list[float]
+    checkpoint: Path
+    out_dir: Path
+    model: UNetModel = field(repr=False)
+    ema: UNetModel | None = field(repr=False)
+
+
+# ---------------------------------------------------------------------------------- data
+class _BatchSource:
+    """Random batches from a tensor / array (N, C, H, W), optional labels, or a Dataset.
+
+    uint8 data are mapped from [0, 255] to [-1, 1]; floating data must already lie in
+    [-1, 1]. Indices are drawn with replacement from the run's generator.
+    """
+
+    def __init__(self, data: Any, labels: Any = None) -> None:
+        if isinstance(data, tuple) and len(data) == 2 and labels is None:
+            data, labels = data
+        self.dataset = None
+        self.array = None
+        if isinstance(data, (Tensor, np.ndarray)):
+            if data.ndim != 4:
+                raise ValueError(
+                    f"training data must have shape (N, C, H, W), got {tuple(data.shape)}"
+                )
+            self.array = data
+            self.n = int(data.shape[0])
+        elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
+            self.dataset = data
+            self.n = len(data)
+        else:
+            raise TypeError(
+                "training data must be a tensor or array (N, C, H, W), a (images, labels) pair "
+                f"or a torch Dataset, got {type(data).__name__}"
+            )
+        if self.n < 1:
+            raise ValueError("training data is empty")
+        self.labels = None
+        if labels is not None:
+            self.labels = torch.as_tensor(np.asarray(labels)).long()
+            if self.labels.shape != (self.n,):
+                raise ValueError(
+                    f"labels must have shape ({self.n},) to match the images, got "
+                    f"{tuple(self.labels.shape)}"
+                )
+
+    @staticmethod
+    def _to_float(x: Tensor | np.ndarray) -> Tensor:
+        x = torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else x
+        if x.dtype == torch.uint8:
+            return x.float() / 127.5 - 1.0
+        x = x.float()
+        lo, hi = torch.aminmax(x)
+        if not torch.isfinite(lo) or not torch.isfinite(hi):
+            raise ValueError("training data contain NaN or inf")
+        if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
+            raise ValueError(
+                f"training data must lie in [-1, 1] (or be uint8 in [0, 255]); found values in "
+                f"[{float(lo):.4g}, {float(hi):.4g}]"
+            )
+        return x
+
+    def get(self, idx: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Batch (B, C, H, W) float32 and labels (B,) or None, for indices ``idx`` (B,)."""
+        if self.array is not None:
+            rows = self.array[idx] if isinstance(self.array, Tensor) else self.array[idx.numpy()]
+            x = self._to_float(rows)
+            y = self.labels[idx] if self.labels is not None else None
+            return x, y
+        images, labels = [], []
+        for i in idx.tolist():
+            item = self.dataset[i]
+            if isinstance(item, (tuple, list)):
+                images.append(torch.as_tensor(np.asarray(item[0])))
+                labels.append(int(item[1]) if len(item) > 1 else None)
+            else:
+                images.append(torch.as_tensor(np.asarray(item)))
+                labels.append(None)
+        x = self._to_float(torch.stack(images))
+        if x.dim() != 4:
+            raise ValueError(f"dataset items must have shape (C, H, W), got {tuple(x.shape[1:])}")
+        if self.labels is not None:
+            return x, self.labels[idx]
+        if all(lab is not None for lab in labels):
+            return x, torch.tensor(labels, dtype=torch.long)
+        return x, None
+
+
+class LabelledNet(nn.Module):
+    """Bind class labels ``y`` (B,) to a class-conditional U-Net: ``(x, t) -> net(x, t, y)``.
+
+    Lets :class:`EpsDenoiser` (and with it the single ``t -> t - 1`` shift) serve
+    class-conditional networks too.
+    """
+
+    def __init__(self, net: nn.Module, y: Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.y = y
+        self.learn_sigma = bool(getattr(net, "learn_sigma", False))
+
+    def forward(self, x: Tensor, timesteps: Tensor) -> Tensor:
+        return self.net(x, timesteps, self.y)
+
+
+# ---------------------------------------------------------------------------------- checkpoints
+def _atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temporary file in the same folder, then os.replace onto ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a training checkpoint (tensors on CPU) and check its format."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(
+            f"{path} is not a landprior training checkpoint (format {got!r}, expected "
+            f"{CHECKPOINT_FORMAT!r}); for released guided-diffusion weights use "
+            "landprior.diffusion.unet.load_guided_diffusion_checkpoint"
+        )
+    return ckpt
+
+
+def load_model(
+    path: str | Path,
+    *,
+    use_ema: bool = True,
+    device: torch.device | str = "cpu",
+) -> tuple[UNetModel, NoiseSchedule, dict[str, Any]]:
+    """Rebuild the trained U-Net (frozen, eval mode), its schedule and metadata.
+
+    ``use_ema`` picks the EMA weights when the run kept them (otherwise the raw weights, with
+    a warning). ``meta`` holds ``step``, ``unet_config`` (a :class:`UNetConfig`),
+    ``train_config`` (a :class:`TrainConfig`) and ``weights`` ("ema" or "model").
+    """
+    ckpt = load_checkpoint(path)
+    unet_config = UNetConfig.from_dict(ckpt["unet_config"])
+    train_config = TrainConfig.from_dict(ckpt["train_config"])
+    weights = "model"
+    state = ckpt["model"]
+    if use_ema:
+        if ckpt.get("ema") is not None:
+            state, weights = ckpt["ema"], "ema"
+        else:
+            log.warning("%s has no EMA weights (ema_rate was 0); using the raw weights", path)
+    model = unet_config.build()
+    model.load_state_dict(state, strict=True)
+    model = freeze(model.to(device))
+    meta = {
+        "step": int(ckpt["step"]),
+        "unet_config": unet_config,
+        "train_config": train_config,
+        "weights": weights,
+        "path": str(path),
+    }
+    return model, train_config.make_schedule(), meta  # type: ignore[return-value]
+
+
+def load_denoiser(
+    path: str | Path,
+    use_ema: bool = True,
+    *,
+    device: torch.device | str = "cpu",
+    labels: Tensor | None = None,
+) -> tuple[EpsDenoiser, NoiseSchedule, dict[str, Any]]:
+    """A trained checkpoint as a frozen eval-mode :class:`EpsDenoiser` ``(x_t, t) -> eps``.
+
+    ``t`` follows the papers' convention {1..T}. Class-conditional networks need ``labels``
+    (B,) bound to them (see :class:`LabelledNet`). Returns ``(denoiser, schedule, meta)``.
+    """
+    model, schedule, meta = load_model(path, use_ema=use_ema, device=device)
+    net: nn.Module = model
+    if model.num_classes is not None:
+        if labels is None:
+            raise ValueError(
+                f"{path} holds a class-conditional network ({model.num_classes} classes); "
+                "pass labels=(B,) class indices"
+            )
+        net = LabelledNet(model, labels.to(device))
+    elif labels is not None:
+        raise ValueError(f"{path} holds an unconditional network; labels must be None")
+    return freeze(EpsDenoiser(net)), schedule, meta  # type: ignore[return-value]
+
+
+# ---------------------------------------------------------------------------------- helpers
+def _pick_device(name: str | None) -> torch.device:
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
+    state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(
+    state: Mapping[str, Any], generator: torch.Generator, device: torch.device
+) -> None:
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and state.get("cuda") is not None:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _rewrite_loss_log(path: Path, keep_until: int) -> None:
+    """Drop log lines past ``keep_until`` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        if line.strip() and json.loads(line)["step"] <= keep_until:
+            kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(f"{line}\n" for line in kept))
+    os.replace(tmp, path)
+
+
+def _resolve_unet(unet: UNetConfig | str) -> UNetConfig:
+    return UNetConfig.preset(unet) if isinstance(unet, str) else unet
+
+
+# ---------------------------------------------------------------------------------- training
+def train(
+    data: Any,
+    unet: UNetConfig | str,
+    config: TrainConfig,
+    out_dir: str | Path,
+    *,
+    labels: Sequence[int] | Tensor | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    callback: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train a DDPM eps-predictor (Ho et al. eq. 14) and checkpoint it in ``out_dir``.
+
+    Args:
+        data: images (N, C, H, W) as a tensor or numpy array (memmaps work), a pair
+            ``(images, labels)``, or a Dataset whose items are (C, H, W) or ``(image, label)``.
+            Floating data in [-1, 1]; uint8 data are mapped from [0, 255].
+        unet: a :class:`UNetConfig` or a preset name.
+        config: the run's :class:`TrainConfig`.
+        out_dir: run folder; holds ``checkpoint.pt`` and ``loss.jsonl``.
+        labels: class labels (N,) for a class-conditional network.
+        resume: continue from ``out_dir/checkpoint.pt`` if present (up to ``config.steps``).
+            Without it an existing checkpoint is an error, never overwritten silently.
+        callback: called as ``callback(step, loss)`` after every step.
+
+    Returns:
+        A :class:`TrainResult` with this session's per-step losses.
+    """
+    unet_config = _resolve_unet(unet)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / CHECKPOINT_NAME
+    log_path = out_dir / LOSS_LOG_NAME
+    if ckpt_path.exists() and not resume:
+        raise FileExistsError(
+            f"{ckpt_path} already exists; pass resume=True (--resume) to continue that run or "
+            "choose another output folder"
+        )
+    source = _BatchSource(data, labels)
+    conditional = unet_config.num_classes is not None
+    if conditional and source.labels is None and source.dataset is None:
+        raise ValueError(
+            f"the network is class-conditional ({unet_config.num_classes} classes); give labels"
+        )
+    device = _pick_device(config.device)
+    schedule = config.make_schedule()
+    T = schedule.num_timesteps
+    if unet_config.learn_sigma:
+        log.warning("learned-sigma network: training the eps half only (no hybrid loss)")
+
+    cuda_devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(config.seed)
+        model = unet_config.build().to(device)
+        generator = torch.Generator().manual_seed(config.seed)
+        ema = None
+        if config.ema_rate > 0:
+            ema = copy.deepcopy(model).requires_grad_(False).eval()
+        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+        start = 0
+
+        if resume and ckpt_path.exists():
+            ckpt = load_checkpoint(ckpt_path)
+            saved_unet = UNetConfig.from_dict(ckpt["unet_config"])
+            if saved_unet != unet_config:
+                raise ValueError(
+                    f"cannot resume {ckpt_path}: it was trained with U-Net config "
+                    f"{saved_unet.to_dict()}, not {unet_config.to_dict()}"
+                )
+            saved = TrainConfig.from_dict(ckpt["train_config"])
+            for key in ("schedule", "num_timesteps"):
+                if getattr(saved, key) != getattr(config, key):
+                    raise ValueError(
+                        f"cannot resume {ckpt_path}: {key} was {getattr(saved, key)!r}, now "
+                        f"{getattr(config, key)!r}"
+                    )
+            changed = {
+                k: (v, getattr(config, k))
+                for k, v in saved.to_dict().items()
+                if k != "steps" and v != getattr(config, k)
+            }
+            if changed:
+                log.warning("resuming with changed training settings (old, new): %s", changed)
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+            if ema is not None:
+                if ckpt.get("ema") is not None:
+                    ema.load_state_dict(ckpt["ema"])
+                else:
+                    ema.load_state_dict(model.state_dict())
+            start = int(ckpt["step"])
+            _set_rng_state(ckpt["rng"], generator, device)
+            _rewrite_loss_log(log_path, start)
+            log.info("resumed %s at step %d", ckpt_path, start)
+        elif log_path.exists():
+            log_path.unlink()
+
+        def save(step: int) -> None:
+            _atomic_save(
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "step": step,
+                    "model": model.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                    "optimizer": optimizer.state_dict(),
+                    "unet_config": unet_config.to_dict(),
+                    "train_config": config.to_dict(),
+                    "schedule": {"name": schedule.name, "num_timesteps": T},
+                    "rng": _rng_state(generator, device),
+                    "torch_version": str(torch.__version__),
+                },
+                ckpt_path,
+            )
+
+        losses: list[float] = []
+        model.train()
+        bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train")
+        started = time.perf_counter()
+        step = start
+        with bar, open(log_path, "a", encoding="utf-8") as log_file:
+            for step in range(start + 1, config.steps + 1):
+                idx = torch.randint(source.n, (config.batch_size,), generator=generator)
+                x0, y = source.get(idx)
+                if x0.shape[1] != unet_config.in_channels:
+                    raise ValueError(
+                        f"training data have {x0.shape[1]} channels, the U-Net expects "
+                        f"in_channels={unet_config.in_channels} (batch shape {tuple(x0.shape)})"
+                    )
+                if config.hflip:
+                    flip = torch.rand(x0.shape[0], generator=generator) < 0.5
+                    x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+                if config.vflip:
+                    flip = torch.rand(x0.shape[0], generator=generator) < 0.5
+                    x0 = torch.where(flip[:, None, None, None], x0.flip(-2), x0)
+                t = torch.randint(1, T + 1, (x0.shape[0],), generator=generator)
+                noise = torch.randn(x0.shape, generator=generator)
+                x0, t, noise = x0.to(device), t.to(device), noise.to(device)
+
+                x_t = schedule.q_sample(x0, t, noise)
+                if conditional:
+                    if y is None:
+                        raise ValueError("class-conditional training needs a label per sample")
+                    net: nn.Module = LabelledNet(model, y.to(device))
+                else:
+                    net = model
+                eps = EpsDenoiser(net)(x_t, t)
+                loss = torch.mean((eps - noise) ** 2)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"training loss is {float(loss)} at step {step}")
+
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = None
+                if config.grad_clip is not None:
+                    grad_norm = float(
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                    )
+                optimizer.step()
+                if ema is not None:
+                    with torch.no_grad():
+                        for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+                            e.lerp_(p, 1.0 - config.ema_rate)
+
+                value = float(loss.detach())
+                losses.append(value)
+                record = {"step": step, "loss": value, "time": time.perf_counter() - started}
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm
+                log_file.write(json.dumps(record) + "\n")
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}", refresh=False)
+                if callback is not None:
+                    callback(step, value)
+                if step % config.checkpoint_every == 0 or step == config.steps:
+                    log_file.flush()
+                    save(step)
+        if step == start and start > 0:
+            log.info("%s is at step %d >= %d; nothing to do", ckpt_path, start, config.steps)
+        if not ckpt_path.exists():
+            save(step)
+    model.eval()
+    return TrainResult(step, losses, ckpt_path, out_dir, model, ema)
