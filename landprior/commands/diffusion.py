@@ -2,9 +2,220 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import click
+
+_PRESET_NAMES = ("ffhq256", "mnist32", "tsp64", "landcover64", "landcover-cpu", "tsp-cpu", "tiny")
 
 
 @click.group(name="diffusion")
 def group() -> None:
     """Train and sample the DDPM prior."""
+
+
+def _load_array(path: Path, key: str | None) -> Any:
+    """(N, C, H, W) or (N, H, W) array from .npy (memory-mapped) or .npz."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        arr = np.load(path, mmap_mode="r")
+    elif suffix == ".npz":
+        with np.load(path) as archive:
+            names = list(archive.files)
+            if key is None:
+                preferred = [n for n in ("x", "images", "data", "arr_0") if n in names]
+                if len(names) == 1:
+                    key = names[0]
+                elif preferred:
+                    key = preferred[0]
+                else:
+                    raise click.BadParameter(
+                        f"{path} holds arrays {names}; choose one with --key", param_hint="--data"
+                    )
+            if key not in names:
+                raise click.BadParameter(f"{path} has no array {key!r}; it holds {names}",
+                                         param_hint="--key")
+            arr = archive[key]
+    else:
+        raise click.BadParameter(f"expected a .npy or .npz file, got {path.name}",
+                                 param_hint="--data")
+    if arr.ndim == 3:
+        arr = arr[:, None]
+    if arr.ndim != 4:
+        raise click.BadParameter(
+            f"{path} holds an array of shape {arr.shape}; expected (N, C, H, W) or (N, H, W)",
+            param_hint="--data",
+        )
+    return arr
+
+
+@group.command(name="train")
+@click.option("--data", "data_path", required=True,
+              type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Training images: .npy or .npz, (N, C, H, W) or (N, H, W); float in [-1, 1] "
+              "or uint8 in [0, 255].")
+@click.option("--key", default=None, help="Array name inside an .npz file.")
+@click.option("--preset", required=True, type=click.Choice(_PRESET_NAMES),
+              help="U-Net configuration.")
+@click.option("--steps", default=10_000, show_default=True, type=click.IntRange(min=1),
+              help="Total optimizer steps of the run.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder (checkpoint.pt, loss.jsonl).")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
+@click.option("--ema-rate", default=0.9999, show_default=True, type=float,
+              help="EMA rate of the weights; 0 disables the EMA.")
+@click.option("--grad-clip", default=None, type=float, help="Max global gradient norm.")
+@click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--schedule", default="linear", show_default=True,
+              type=click.Choice(["linear", "cosine"]), help="Noise schedule.")
+@click.option("--timesteps", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Diffusion steps T.")
+@click.option("--hflip", is_flag=True, help="Random left-right flips.")
+@click.option("--vflip", is_flag=True, help="Random up-down flips.")
+@click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch CPU threads (torch.set_num_threads).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+def train_cmd(
+    data_path: Path,
+    key: str | None,
+    preset: str,
+    steps: int,
+    batch_size: int,
+    out_dir: Path,
+    resume: bool,
+    seed: int,
+    lr: float,
+    ema_rate: float,
+    grad_clip: float | None,
+    checkpoint_every: int,
+    schedule: str,
+    timesteps: int,
+    hflip: bool,
+    vflip: bool,
+    device: str | None,
+    threads: int | None,
+    no_progress: bool,
+) -> None:
+    """Train a DDPM prior on an array of images (simple eps loss, Adam, EMA).
+
+    Writes OUT/checkpoint.pt (atomically, every --checkpoint-every steps and at the end) and
+    OUT/loss.jsonl. With --resume it continues an interrupted run up to --steps.
+    """
+    import torch
+
+    from landprior.diffusion.train import TrainConfig, train
+    from landprior.diffusion.unet import UNetConfig
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    unet = UNetConfig.preset(preset)
+    data = _load_array(data_path, key)
+    if data.shape[1] != unet.in_channels:
+        raise click.BadParameter(
+            f"{data_path} has {data.shape[1]} channels (shape {tuple(data.shape)}); preset "
+            f"{preset!r} expects {unet.in_channels}",
+            param_hint="--data",
+        )
+    try:
+        config = TrainConfig(
+            steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate, grad_clip=grad_clip,
+            schedule=schedule, num_timesteps=timesteps, seed=seed, hflip=hflip, vflip=vflip,
+            checkpoint_every=checkpoint_every, device=device,
+        )
+        result = train(data, unet, config, out_dir, resume=resume, progress=not no_progress)
+    except (ValueError, FileExistsError) as err:
+        raise click.ClickException(str(err)) from err
+    last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
+    click.echo(f"step {result.step}: last loss {last}; checkpoint {result.checkpoint}")
+
+
+@group.command(name="sample")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, path_type=Path),
+              help="checkpoint.pt of a run (or the run folder).")
+@click.option("--n", "n", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Number of samples.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="PNG image grid to write.")
+@click.option("--sampler", default="ddim", show_default=True, type=click.Choice(["ddpm", "ddim"]))
+@click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1),
+              help="DDIM steps (DDPM always uses all T).")
+@click.option("--eta", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
+              help="DDIM eta (0 deterministic, 1 DDPM-like).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--size", default=None, type=click.IntRange(min=1),
+              help="Sample height and width (default: the U-Net's image_size).")
+@click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA.")
+@click.option("--no-clip", is_flag=True, help="Do not clip x0_hat to [-1, 1] during sampling.")
+@click.option("--npy", "npy_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
+              help="Also save the raw samples (N, C, H, W) as .npy.")
+@click.option("--nrow", default=None, type=click.IntRange(min=1), help="Images per grid row.")
+@click.option("--scale", default=2, show_default=True, type=click.IntRange(min=1),
+              help="Pixel repeat factor of the PNG.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="torch CPU threads (torch.set_num_threads).")
+def sample_cmd(
+    checkpoint: Path,
+    n: int,
+    out_path: Path,
+    sampler: str,
+    steps: int,
+    eta: float,
+    seed: int,
+    size: int | None,
+    no_ema: bool,
+    no_clip: bool,
+    npy_path: Path | None,
+    nrow: int | None,
+    scale: int,
+    device: str,
+    threads: int | None,
+) -> None:
+    """Draw samples from a trained prior (DDPM or DDIM) and save them as an image grid."""
+    import numpy as np
+    import torch
+
+    from landprior.diffusion.images import save_grid
+    from landprior.diffusion.sample import ddim_sample, ddpm_sample
+    from landprior.diffusion.train import load_denoiser
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        denoiser, schedule, meta = load_denoiser(checkpoint, use_ema=not no_ema, device=device)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    cfg = meta["unet_config"]
+    side = size or cfg.image_size
+    if side % cfg.downsample_factor:
+        raise click.BadParameter(
+            f"size {side} is not divisible by {cfg.downsample_factor}", param_hint="--size"
+        )
+    shape = (n, cfg.in_channels, side, side)
+    generator = torch.Generator().manual_seed(seed)
+    clip = None if no_clip else 1.0
+    try:
+        if sampler == "ddpm":
+            x = ddpm_sample(denoiser, schedule, shape, generator=generator, clip_x0=clip,
+                            progress=True, device=device)
+        else:
+            x = ddim_sample(denoiser, schedule, shape, steps=min(steps, schedule.num_timesteps),
+                            eta=eta, generator=generator, clip_x0=clip, progress=True,
+                            device=device)
+    except ValueError as err:
+        raise click.ClickException(str(err)) from err
+    x = x.clamp(-1, 1).cpu()
+    save_grid(x, out_path, nrow=nrow, scale=scale)
+    if npy_path is not None:
+        npy_path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(npy_path, x.numpy())
+    click.echo(
+        f"{n} samples ({sampler}, step {meta['step']}, {meta['weights']} weights) -> {out_path}"
+    )
