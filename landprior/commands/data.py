@@ -100,3 +100,219 @@ def info(root: Path, as_json: bool, validate: bool) -> None:
         click.echo("  ".join(str(row[h]).ljust(w) for h, w in zip(header, widths, strict=True)))
     if checked is not None:
         click.echo(f"validated {checked} tiles: every layer present, right bands/dtype, one grid")
+
+
+# --- weak labels and colour clustering (paper section 4) ---------------------------------
+
+
+@group.command(name="weak-labels")
+@click.option(
+    "--root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Dataset in the EnviroAtlas layout: compute the prior for its tiles.",
+)
+@click.option("--city", "cities", multiple=True, help="Cities of --root to do (default: all).")
+@click.option("--split", default=None, help="Only this split of --root (default: all).")
+@click.option(
+    "--no-osm",
+    is_flag=True,
+    help="NLCD only: leave out roads, water and buildings (the _no_osm_no_buildings variant).",
+)
+@click.option(
+    "--nlcd",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Single-raster mode: an NLCD GeoTIFF (index 0..16, or raw codes with --raw-nlcd).",
+)
+@click.option("--roads", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--water", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--buildings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--raw-nlcd", is_flag=True, help="--nlcd holds raw NLCD codes (11, 21, ...).")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Output GeoTIFF (with --nlcd) or folder (with --root: OUT/<city>/<tile>_weak_labels.tif).",
+)
+@click.option(
+    "--cooccurrence",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="P(class | NLCD) file (.json from --save-cooccurrence, or .npy).",
+)
+@click.option(
+    "--source-root",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="Dataset holding the source city (default: --root).",
+)
+@click.option(
+    "--source-city",
+    default=None,
+    help="City whose labels give P(class | NLCD) (default: the dataset's source city).",
+)
+@click.option("--source-split", default="train", show_default=True)
+@click.option(
+    "--allow-target-source",
+    is_flag=True,
+    help="Allow a target city as --source-city (leaks its labels into its weak labels).",
+)
+@click.option("--save-cooccurrence", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--blur-kernel", type=click.IntRange(min=1), default=101, show_default=True)
+@click.option(
+    "--blur-sigma", type=click.FloatRange(min=0, min_open=True), default=31.0, show_default=True
+)
+@click.option(
+    "--chunk",
+    type=click.IntRange(min=16),
+    default=512,
+    show_default=True,
+    help="Dask chunk side: memory is a few chunk rows, not the tile.",
+)
+def weak_labels(
+    root: Path | None,
+    cities: tuple[str, ...],
+    split: str | None,
+    no_osm: bool,
+    nlcd: Path | None,
+    roads: Path | None,
+    water: Path | None,
+    buildings: Path | None,
+    raw_nlcd: bool,
+    out: Path,
+    cooccurrence: Path | None,
+    source_root: Path | None,
+    source_city: str | None,
+    source_split: str,
+    allow_target_source: bool,
+    save_cooccurrence: Path | None,
+    blur_kernel: int,
+    blur_sigma: float,
+    chunk: int,
+) -> None:
+    """Weak labels: the 5-band uint8 prior layer (NLCD blur 101/31 + roads/water/buildings).
+
+    P(class | NLCD) comes from the SOURCE city's labels (--cooccurrence file, or estimated
+    from --source-root/--source-city), never from the city being labelled. Each output
+    GeoTIFF is computed lazily and written atomically.
+    """
+    from landprior.landcover import weak_labels as wl
+    from landprior.landcover.enviroatlas import DataError, EnviroAtlas
+
+    if (root is None) == (nlcd is None):
+        raise click.UsageError("give exactly one of --root (a dataset) or --nlcd (one raster)")
+    if root is None and (cities or split or no_osm):
+        raise click.UsageError("--city, --split and --no-osm need --root")
+    params = {"blur_kernel": blur_kernel, "blur_sigma": blur_sigma, "chunk": chunk}
+    try:
+        if cooccurrence is not None:
+            cooc = wl.load_cooccurrence(cooccurrence)
+            origin = str(cooccurrence)
+        else:
+            src_root = source_root or root
+            if src_root is None:
+                raise click.UsageError("give --cooccurrence or --source-root/--source-city")
+            src_ds = EnviroAtlas(src_root)
+            roles = src_ds.roles
+            if source_city is None:
+                found = [c for c, r in roles.items() if r == "source"]
+                if len(found) != 1:
+                    raise click.UsageError(
+                        f"{src_root}: cannot tell the source city (roles {roles}); "
+                        "pass --source-city"
+                    )
+                source_city = found[0]
+            if roles.get(source_city) == "target" and not allow_target_source:
+                raise click.UsageError(
+                    f"{source_city} is a target city: estimating P(class | NLCD) from its labels "
+                    "leaks them into its weak labels (pass --allow-target-source to do it anyway)"
+                )
+            cooc = wl.source_cooccurrence(src_root, source_city, split=source_split)
+            origin = f"{source_city}/{source_split}"
+        if save_cooccurrence is not None:
+            wl.save_cooccurrence(save_cooccurrence, cooc, source=origin)
+        if nlcd is not None:
+            wl.write_weak_label_geotiff(
+                out, nlcd, cooc, roads=roads, water=water, buildings=buildings,
+                nlcd_is_raw=raw_nlcd, **params,
+            )  # fmt: skip
+            click.echo(f"wrote {out} (co-occurrence from {origin})")
+            return
+        ds = EnviroAtlas(root)  # type: ignore[arg-type]
+        tiles = [t for c in (cities or ds.cities) for t in ds.tiles(c, split)]
+        if not tiles:
+            raise click.UsageError(f"{root}: no tiles for cities {cities or 'all'}, split {split}")
+        for tile in tiles:
+            folder = out / tile.city
+            folder.mkdir(parents=True, exist_ok=True)
+            extra = {} if no_osm else {n: ds.path(tile, n) for n in ("roads", "water", "buildings")}
+            target = folder / f"{tile.tile_id}_weak_labels.tif"
+            wl.write_weak_label_geotiff(target, ds.path(tile, "nlcd"), cooc, **extra, **params)
+            click.echo(f"wrote {target}")
+        click.echo(f"{len(tiles)} tiles; co-occurrence from {origin}")
+    except (DataError, FileNotFoundError, ValueError, KeyError) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@group.command(name="cluster")
+@click.argument("naip", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--factor",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Average-pool the imagery by this factor (1 m -> 4 m label grid).",
+)
+@click.option(
+    "--chip",
+    type=click.IntRange(min=0),
+    default=64,
+    show_default=True,
+    help="Chip side at the pooled resolution (0: the whole image at once).",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--components", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--radius", type=click.IntRange(min=0), default=7, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=0), default=30, show_default=True)
+@click.option("--warmup-iterations", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--warmup-radius", type=click.IntRange(min=0), default=15, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch threads (1 is fastest on a shared 2-core machine).",
+)
+def cluster(
+    naip: Path,
+    out: Path,
+    factor: int,
+    chip: int,
+    batch_size: int,
+    components: int,
+    radius: int,
+    iterations: int,
+    warmup_iterations: int,
+    warmup_radius: int,
+    seed: int,
+    threads: int,
+) -> None:
+    """Local colour clustering of a NAIP GeoTIFF -> K-band uint8 responsibilities GeoTIFF.
+
+    The local Gaussian-mixture EM of paper section 4 on NAIP/255 pooled to the label grid;
+    cluster ids are local to each chip. Written atomically, same CRS, coarser transform.
+    """
+    import torch
+
+    from landprior.landcover.clustering import cluster_geotiff
+
+    torch.set_num_threads(threads)
+    started = time.perf_counter()
+    try:
+        cluster_geotiff(
+            naip, out, factor=factor, chip=chip, batch_size=batch_size, seed=seed,
+            n_components=components, radius=radius, iterations=iterations,
+            warmup_iterations=warmup_iterations, warmup_radius=warmup_radius,
+        )  # fmt: skip
+    except (FileNotFoundError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {out} in {time.perf_counter() - started:.1f} s")
