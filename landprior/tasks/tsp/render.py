@@ -22,9 +22,10 @@ covered by 2+ edges outside the dots exceed 0 (sharp corners, crossings).
 so a solved tour's adjacency maps onto the training distribution.
 
 Memory: the rasters of all n(n-1)/2 edges are kept as a sparse pixel-by-edge incidence
-list (COO: one int32 pixel index and one int32 edge index per covered pixel), ~0.7 MB per
-TSP-50 instance and ~13 MB per TSP-200 instance, instead of n^2 dense 64x64 images (326 MB
-at N = 200).
+list (COO: one int32 pixel index and one int32 edge index per covered pixel), measured
+0.65 / 2.6 / 10.6 MB per instance at N = 50 / 100 / 200, instead of n(n-1)/2 dense 64x64
+float32 images (20 / 81 / 326 MB). f(A) is one gather and one ``index_add`` (faster on CPU
+than ``torch.sparse.mm`` with a CSR matrix in our measurements); its gradient is a gather.
 """
 
 from __future__ import annotations
