@@ -189,7 +189,8 @@ def reference(
         "mean_reference_length": None,
         "gap_pct": None,
         "n_shorter_than_file": None,
-        "seconds_per_instance": solved.seconds_per_solved,
+        # solver wall time per instance actually solved (None when all came from the cache)
+        "seconds_per_instance": solved.seconds_per_solved if solved.n_solved else None,
         "n_solved": solved.n_solved,
         "n_from_cache": solved.n_cached,
     }
