@@ -196,3 +196,26 @@ def test_cluster_geotiff(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"rgb\.tif has 3 bands; expected 4"):
         cluster_geotiff(tmp_path / "rgb.tif", tmp_path / "bad.tif")
     assert not (tmp_path / "bad.tif").exists()
+
+
+def test_cli_cluster(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from landprior.cli import main
+
+    naip = np.random.default_rng(0).integers(0, 256, size=(4, 128, 96), dtype=np.uint8)
+    with rasterio.open(
+        tmp_path / "naip.tif", "w", driver="GTiff", height=128, width=96, count=4, dtype="uint8",
+        crs="EPSG:26916", transform=from_origin(0.0, 0.0, 1.0, 1.0),
+    ) as dst:  # fmt: skip
+        dst.write(naip)
+    args = ["data", "cluster", str(tmp_path / "naip.tif"), str(tmp_path / "z.tif")]
+    res = CliRunner().invoke(main, [*args, "--iterations", "3", "--components", "3"])
+    assert res.exit_code == 0, res.output
+    with rasterio.open(tmp_path / "z.tif") as src:
+        assert (src.count, src.height, src.width) == (3, 32, 24)
+        assert src.crs.to_epsg() == 26916
+    bad = CliRunner().invoke(
+        main, ["data", "cluster", str(tmp_path / "z.tif"), str(tmp_path / "q.tif")]
+    )
+    assert bad.exit_code != 0 and "expected 4" in bad.output
