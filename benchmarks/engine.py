@@ -1,0 +1,149 @@
+"""Engine overhead: Algorithm 1 steps/s vs the bare denoiser's forward+backward/s (JSON).
+
+Both are measured in one process at the same batch and size, interleaved over several
+repeats after a warm-up, with ``torch.set_num_threads`` explicit. The bare loop is what a
+step cannot avoid: eps_theta(x_t, t) on a frozen network and the gradient of the squared
+error w.r.t. the input only. The engine adds the t schedule, noise draws, the constraint,
+its checks and the optimiser step. overhead_pct = (bare rate / engine rate - 1) * 100.
+
+    .venv/bin/python benchmarks/engine.py [--preset landcover-cpu] [--batch 8] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from landprior.diffusion.denoiser import EpsDenoiser, as_batch_t, freeze
+from landprior.diffusion.schedule import NoiseSchedule
+from landprior.engine.constraints import constraint
+from landprior.engine.pnp import infer_point
+from landprior.engine.schedules import paper_schedule
+
+
+class _SmallEpsNet(nn.Module):
+    """Fallback when the U-Net module is unavailable: a small conv resnet with a t embedding."""
+
+    def __init__(self, channels: int = 5, width: int = 32, blocks: int = 4) -> None:
+        super().__init__()
+        self.emb = nn.Embedding(1000, width)
+        self.inp = nn.Conv2d(channels, width, 3, padding=1)
+        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(blocks))
+        self.out = nn.Conv2d(width, channels, 3, padding=1)
+
+    def forward(self, x: Tensor, timesteps: Tensor) -> Tensor:
+        h = self.inp(x) + self.emb(timesteps)[:, :, None, None]
+        for conv in self.body:
+            h = h + conv(torch.nn.functional.silu(h))
+        return self.out(h)
+
+
+def build_denoiser(preset: str) -> tuple[nn.Module, tuple[int, int, int], int, str]:
+    """A frozen eps-denoiser, its (C, H, W), its parameter count and its name."""
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        try:
+            from landprior.diffusion.unet import UNetConfig
+        except ImportError:  # pragma: no cover - before the U-Net existed
+            net: nn.Module = _SmallEpsNet()
+            chw, name = (5, 64, 64), "small-convnet (U-Net unavailable)"
+        else:
+            cfg = UNetConfig.preset(preset)
+            net = cfg.build()
+            chw, name = (cfg.in_channels, cfg.image_size, cfg.image_size), preset
+    den = freeze(EpsDenoiser(net))
+    return den, chw, sum(p.numel() for p in net.parameters()), name
+
+
+def bare_loop(den: nn.Module, sched: NoiseSchedule, x: Tensor, ts: list[int]) -> Callable[[], None]:
+    """Forward + backward w.r.t. the input only, one per t: the unavoidable work of a step."""
+    noise = torch.randn_like(x)
+
+    def run() -> None:
+        for t in ts:
+            x_t = x.detach().requires_grad_(True)
+            eps = den(x_t, as_batch_t(t, x.shape[0]))
+            torch.autograd.grad((eps - noise).square().mean(), x_t)
+
+    return run
+
+
+def engine_loop(den: nn.Module, sched: NoiseSchedule, x: Tensor, ts: Tensor) -> Callable[[], None]:
+    """Algorithm 1 with a cheap constraint (log c = -mean x^2), len(ts) steps."""
+    cheap = constraint(lambda v: -v.square().flatten(1).mean(dim=1), name="cheap")
+
+    def run() -> None:
+        infer_point(den, cheap, x, sched, t_schedule=ts, lr=5e-3,
+                    optimizer_kwargs={"betas": (0.0, 0.999)},
+                    generator=torch.Generator().manual_seed(0))
+
+    return run
+
+
+def timed(fn: Callable[[], None]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds): CPU time is robust to other processes' load."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="landcover-cpu", help="U-Net preset")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=1, help="untimed repeats of each loop")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    den, chw, n_params, name = build_denoiser(args.preset)
+    sched = NoiseSchedule.linear(1000)
+    ts = paper_schedule("landcover", steps=args.steps)
+    x = torch.randn((args.batch, *chw), generator=torch.Generator().manual_seed(1))
+    bare, engine = bare_loop(den, sched, x, ts.tolist()), engine_loop(den, sched, x, ts)
+    for _ in range(args.warmup):
+        bare()
+        engine()
+    runs: dict[str, list[tuple[float, float]]] = {"bare": [], "engine": []}
+    for i in range(args.repeats):  # interleaved, alternating order against drift
+        order = ("bare", "engine") if i % 2 == 0 else ("engine", "bare")
+        for key in order:
+            runs[key].append(timed(bare if key == "bare" else engine))
+
+    def rate(key: str, clock: int) -> float:
+        return args.steps / statistics.median(r[clock] for r in runs[key])
+
+    def overhead(clock: int) -> float:
+        return round((rate("bare", clock) / rate("engine", clock) - 1.0) * 100.0, 2)
+
+    print(json.dumps({
+        "denoiser": {"name": name, "parameters": n_params, "input": [args.batch, *chw]},
+        "threads": args.threads,
+        "steps_per_repeat": args.steps,
+        "repeats": args.repeats,
+        "algorithm1_steps_per_s": round(rate("engine", 0), 3),
+        "denoiser_fwd_bwd_per_s": round(rate("bare", 0), 3),
+        "overhead_pct": overhead(0),
+        "cpu_time": {
+            "algorithm1_steps_per_cpu_s": round(rate("engine", 1), 3),
+            "denoiser_fwd_bwd_per_cpu_s": round(rate("bare", 1), 3),
+            "overhead_pct": overhead(1),
+        },
+        "seconds_wall": {k: [round(r[0], 3) for r in v] for k, v in runs.items()},
+        "seconds_cpu": {k: [round(r[1], 3) for r in v] for k, v in runs.items()},
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
