@@ -273,18 +273,29 @@ def _run_numpy(
         prior = _blur(mapped, kernel)
     with np.errstate(invalid="ignore", divide="ignore"):
         prior /= prior.sum(axis=0, keepdims=True)
-    for layer, radius, channel in (
-        (water, water_radius, WATER),
-        (roads, road_radius, IMPERVIOUS),
-        (buildings, building_radius, IMPERVIOUS),
+    for name, layer, radius, channel in (
+        ("water", water, water_radius, WATER),
+        ("roads", roads, road_radius, IMPERVIOUS),
+        ("buildings", buildings, building_radius, IMPERVIOUS),
     ):
         if layer is not None:
-            prior[channel] += _window_mean(np.asarray(layer, dtype=np.float32), radius)
+            mask = np.asarray(layer, dtype=np.float32)
+            if mask.size and (mask.min() < 0 or mask.max() > 1):
+                raise ValueError(
+                    f"{name} raster spans {mask.min():g}..{mask.max():g}; expected a 0/1 mask"
+                )
+            prior[channel] += _window_mean(mask, radius)
     with np.errstate(invalid="ignore", divide="ignore"):
         prior /= prior.sum(axis=0, keepdims=True)
     if valid is not None:
         prior[:, ~valid] = np.nan
     return prior
+
+
+def _check_params(kernel: int, sigma: float, *radii: int) -> None:
+    gaussian_kernel1d(kernel, sigma)
+    if any(r < 0 for r in radii):
+        raise ValueError(f"window radii must be >= 0, got water/road/building radii {radii}")
 
 
 def _check_layer(name: str, layer: Any, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -341,6 +352,7 @@ def weak_label_prior(
         if np.isnan(nlcd).any() and valid is None:
             raise ValueError("NLCD raster contains NaN; pass valid= (nodata mask) or fill it")
     cooc = _check_cooccurrence(cooccurrence)
+    _check_params(blur_kernel, blur_sigma, water_radius, road_radius, building_radius)
     if valid is not None:
         valid = np.asarray(valid, dtype=bool)
         if valid.shape != nlcd.shape:
@@ -561,7 +573,7 @@ def weak_label_raster(
         building_radius=building_radius,
     )
     # validate kernel parameters eagerly (also for the lazy path)
-    gaussian_kernel1d(blur_kernel, blur_sigma)
+    _check_params(blur_kernel, blur_sigma, water_radius, road_radius, building_radius)
     if hasattr(data, "dask"):
         import dask.array as da
 

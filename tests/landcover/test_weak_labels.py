@@ -412,3 +412,13 @@ def test_cli_weak_labels(tiny_dataset: Path, tmp_path: Path) -> None:
         main, [*args, "--nlcd", str(dataset.path(tile, "nlcd")), "--out", str(tmp_path / "y")]
     )
     assert both.exit_code != 0 and "exactly one" in both.output
+
+
+def test_masks_must_be_zero_one_and_radii_non_negative() -> None:
+    nl = blocky_nlcd(20, 20)
+    blds = np.zeros((20, 20), np.uint8)
+    blds[5:9, 5:9] = 255
+    with pytest.raises(ValueError, match=r"buildings raster spans 0\.\.255"):
+        weak_label_prior(nl, random_cooc(), buildings=blds)
+    with pytest.raises(ValueError, match="radii"):
+        weak_label_prior(nl, random_cooc(), road_radius=-1)
