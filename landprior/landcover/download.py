@@ -150,12 +150,9 @@ def extract_archive(
         try:
             with zipfile.ZipFile(archive) as zf:
                 members = _safe_members(zf, archive)
-                bad = zf.testzip()
-                if bad is not None:
-                    raise DownloadError(f"{archive}: member {bad!r} is corrupt (CRC mismatch)")
-                zf.extractall(tmp, members)
+                zf.extractall(tmp, members)  # checks every member's CRC-32 on the way
         except zipfile.BadZipFile as exc:
-            raise DownloadError(f"{archive}: not a valid zip archive ({exc})") from exc
+            raise DownloadError(f"{archive}: corrupt or not a valid zip archive ({exc})") from exc
         tops = [p for p in tmp.iterdir()]
         if expect_folder is None:
             if len(tops) != 1 or not tops[0].is_dir():

@@ -207,7 +207,7 @@ class Tile:
     city: str
     split: str
     tile_id: str
-    paths: Mapping[str, Path] = field(repr=False)
+    paths: Mapping[str, Path] = field(repr=False, compare=False)
     geometry: Any = field(repr=False, compare=False, default=None)
 
     @property

@@ -140,6 +140,7 @@ def test_listing(ds: EnviroAtlas) -> None:
     assert [t.tile_id for t in ds.tiles(split="test")] == ["4007901_ne", "3311201_nw"]
     tile = ds.tile("3311201_nw")
     assert tile.city == "beta_az-2010" and tile.key == "beta_az-2010/test/3311201_nw"
+    assert len(set(ds.tiles())) == 3  # tiles are hashable (city, split, id)
     with pytest.raises(ValueError, match="expected one of"):
         ds.tiles("gamma_tx-2012")
     with pytest.raises(ValueError, match="no split 'val'"):
