@@ -1,10 +1,370 @@
-"""`landprior landcover`: The land-cover method: prior, pseudo-labels, segmenter, evaluation."""
+"""`landprior landcover`: the land-cover method, one subcommand per pipeline stage.
+
+train-prior -> chips -> cluster -> pseudolabel -> train-segmenter -> predict -> evaluate
+-> report. Each command is a thin shell over tested library functions; heavy imports stay
+inside the functions so that ``--help`` is fast. Library errors (bad paths, grids, CRS,
+values) are shown as one clear line, without a traceback.
+"""
 
 from __future__ import annotations
 
+import functools
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
 import click
+
+_DATA = click.Path(exists=True, file_okay=False, path_type=Path)
+_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+_OUT = click.Path(dir_okay=False, path_type=Path)
+
+
+def _friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's ValueError / FileNotFoundError into a one-line CLI error."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (ValueError, FileNotFoundError, FileExistsError) as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper
+
+
+def _threads(n: int | None) -> None:
+    import torch
+
+    if n is not None:
+        torch.set_num_threads(n)
+
+
+_threads_option = click.option(
+    "--threads", type=click.IntRange(min=1), default=None,
+    help="torch CPU threads (default: torch's choice).",
+)
 
 
 @click.group(name="landcover")
 def group() -> None:
     """The land-cover method: prior, pseudo-labels, segmenter, evaluation."""
+
+
+@group.command(name="train-prior")
+@click.option("--data", "root", required=True, type=_DATA, help="Dataset root (EnviroAtlas).")
+@click.option("--city", required=True, help="Source city id (its labels train the prior).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder: checkpoint.pt, loss.jsonl, patches.npy.")
+@click.option("--patches", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Number of random label patches.")
+@click.option("--patch-size", type=click.IntRange(min=8), default=128, show_default=True,
+              help="Patch size in 1 m pixels (paper: 256).")
+@click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Mode-downsampling factor (paper: 4).")
+@click.option("--preset", default="landcover-cpu", show_default=True,
+              help="U-Net preset (landcover-cpu on CPU; landcover64 is the paper's 85M net).")
+@click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
+@click.option("--ema-rate", type=click.FloatRange(0, 1, max_open=True), default=0.999,
+              show_default=True)
+@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
+              show_default=True, help="Raw-code to class mapping.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--samples-png", type=_OUT, default=None,
+              help="Also save a grid of unconditional samples here.")
+@_threads_option
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_friendly
+def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int, factor: int,
+                preset: str, steps: int, batch_size: int, lr: float, ema_rate: float,
+                mapping: str, seed: int, samples_png: Path | None, threads: int | None,
+                no_progress: bool) -> None:
+    """Train the label DDPM prior on one-hot label patches of the source city."""
+    import numpy as np
+
+    from landprior.diffusion.train import TrainConfig
+    from landprior.landcover.enviroatlas import EnviroAtlas
+    from landprior.landcover.prior import (
+        sample_label_grid,
+        source_label_patches,
+        train_label_prior,
+    )
+
+    _threads(threads)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = source_label_patches(
+        EnviroAtlas(root), city, patches, size=patch_size, factor=factor,
+        mapping=mapping, seed=seed,  # type: ignore[arg-type]
+    )
+    np.save(out / "patches.npy", labels)
+    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate,
+                         seed=seed, hflip=True, vflip=True,
+                         checkpoint_every=max(steps // 5, 1))
+    result = train_label_prior(labels, out, preset=preset, config=config, resume=True,
+                               progress=not no_progress)
+    if samples_png is not None:
+        sample_label_grid(result.checkpoint, samples_png, size=patch_size // factor, seed=seed)
+    click.echo(f"prior trained to step {result.step}: {result.checkpoint}")
+
+
+@group.command(name="chips")
+@click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
+@click.option("--city", required=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--n", "n_chips", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Number of random chips.")
+@click.option("--size", type=click.IntRange(min=8), default=128, show_default=True,
+              help="Chip size in 1 m pixels.")
+@click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--weak-layer", default="prior", show_default=True,
+              help="Prior layer holding the weak labels.")
+@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
+              show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--out", required=True, type=_OUT, help="Output chip set (.npz).")
+@_friendly
+def chips(root: Path, city: str, split: str, n_chips: int, size: int, factor: int,
+          weak_layer: str, mapping: str, seed: int, out: Path) -> None:
+    """Sample random georeferenced chips (imagery, weak labels, truth if any) of a city."""
+    from landprior.landcover.chips import sample_city_chips
+    from landprior.landcover.enviroatlas import EnviroAtlas
+
+    cs = sample_city_chips(EnviroAtlas(root), city, split, n_chips, size=size, factor=factor,
+                           seed=seed, weak_layer=weak_layer, mapping=mapping)  # type: ignore[arg-type]
+    cs.save(out)
+    click.echo(f"{len(cs)} chips of {city}/{split} -> {out}")
+
+
+@group.command(name="cluster")
+@click.option("--chips", "chips_path", required=True, type=_FILE, help="Input chip set.")
+@click.option("--out", required=True, type=_OUT, help="Output chip set with clusters.")
+@click.option("--k", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--radius", type=click.IntRange(min=1), default=7, show_default=True)
+@click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--warmup-iterations", type=click.IntRange(min=0), default=5, show_default=True)
+@click.option("--warmup-radius", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_threads_option
+@_friendly
+def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
+            warmup_iterations: int, warmup_radius: int, seed: int, threads: int | None) -> None:
+    """Local colour clustering (local Gaussian-mixture EM) of every chip."""
+    import torch
+
+    from landprior.landcover.chips import ChipSet
+    from landprior.landcover.clustering import local_colour_clustering
+
+    _threads(threads)
+    cs = ChipSet.load(chips_path)
+    z = local_colour_clustering(
+        torch.from_numpy(cs.image), n_components=k, radius=radius, iterations=iterations,
+        warmup_iterations=warmup_iterations, warmup_radius=warmup_radius,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    cs.with_(clusters=z.numpy().astype("float32")).save(out)
+    click.echo(f"clustered {len(cs)} chips (K = {k}) -> {out}")
+
+
+@group.command(name="pseudolabel")
+@click.option("--prior", "prior_path", required=True, type=_FILE, help="Prior checkpoint.pt.")
+@click.option("--chips", "chips_path", required=True, type=_FILE,
+              help="Chip set with clusters (from `landcover cluster`).")
+@click.option("--out", required=True, type=_OUT, help="Output chip set with pseudo-labels.")
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-3,
+              show_default=True)
+@click.option("--window-radius", type=click.IntRange(min=0), default=15, show_default=True,
+              help="MI and KL window radius at the label resolution (15 -> 31x31).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--summary", type=_OUT, default=None,
+              help="JSON with pseudo-label and weak-label agreement with the truth.")
+@_threads_option
+@click.option("--no-progress", is_flag=True)
+@_friendly
+def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: float,
+                window_radius: int, batch_size: int, seed: int, summary: Path | None,
+                threads: int | None, no_progress: bool) -> None:
+    """Pseudo-label chips with the prior under the MI - KL constraint (Algorithm 1)."""
+    import torch
+
+    from landprior.diffusion.train import load_denoiser
+    from landprior.landcover.chips import ChipSet
+    from landprior.landcover.evaluate import write_text_atomic
+    from landprior.landcover.pseudolabel import PseudoLabelConfig, agreement, pseudolabel_chips
+
+    _threads(threads)
+    cs = ChipSet.load(chips_path)
+    if cs.clusters is None:
+        raise click.ClickException(f"{chips_path} has no clusters; run `landcover cluster`")
+    denoiser, schedule, meta = load_denoiser(prior_path)
+    config = PseudoLabelConfig(steps=steps, lr=lr, mi_radius=window_radius,
+                               kl_radius=window_radius, batch_size=batch_size, seed=seed)
+    started = time.perf_counter()
+    labels, probs = pseudolabel_chips(
+        denoiser, schedule, torch.from_numpy(cs.weak), torch.from_numpy(cs.clusters), config,
+        num_classes=meta["unet_config"].in_channels, progress=not no_progress,
+    )
+    seconds = time.perf_counter() - started
+    cs.with_(pseudo=labels.numpy(), pseudo_probs=probs.numpy().astype("float16")).save(out)
+    info: dict[str, Any] = {"city": cs.city, "chips": len(cs), "seconds": round(seconds, 2),
+                            "chips_per_second": round(len(cs) / seconds, 3)}
+    if cs.truth is not None:
+        info["pseudo_label_accuracy"] = round(100 * agreement(labels.numpy(), cs.truth), 2)
+        info["weak_label_accuracy"] = round(100 * agreement(cs.weak.argmax(1), cs.truth), 2)
+    if summary is not None:
+        write_text_atomic(json.dumps(info, indent=2) + "\n", summary)
+    click.echo(json.dumps(info))
+
+
+@group.command(name="train-segmenter")
+@click.option("--chips", "chips_paths", required=True, multiple=True, type=_FILE,
+              help="Chip set(s) to train on (repeat the option for several).")
+@click.option("--target", type=click.Choice(["truth", "pseudo"]), default="truth",
+              show_default=True, help="truth: source labels; pseudo: pseudo-labels.")
+@click.option("--inputs", type=click.Choice(["image", "image+weak"]), default="image",
+              show_default=True, help="Imagery only, or imagery plus the weak labels.")
+@click.option("--init", "init_path", type=_FILE, default=None,
+              help="Start from this checkpoint (fine-tuning) instead of from scratch.")
+@click.option("--out", required=True, type=_OUT, help="Output checkpoint (.pt).")
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
+              show_default=True)
+@click.option("--base-channels", type=click.IntRange(min=4), default=32, show_default=True)
+@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@_threads_option
+@click.option("--no-progress", is_flag=True)
+@_friendly
+def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
+                        init_path: Path | None, out: Path, steps: int, batch_size: int,
+                        lr: float, base_channels: int, depth: int, seed: int,
+                        threads: int | None, no_progress: bool) -> None:
+    """Train (or fine-tune) the U-Net p(labels | image) on chip sets."""
+    import torch
+
+    from landprior.landcover.chips import ChipSet
+    from landprior.landcover.segmenter import (
+        SegmenterConfig,
+        SegmenterTrainConfig,
+        load_segmenter,
+        save_segmenter,
+        train_segmenter,
+    )
+
+    _threads(threads)
+    sets = [ChipSet.load(p) for p in chips_paths]
+    factors = {cs.factor for cs in sets}
+    if len(factors) != 1:
+        raise click.ClickException(f"chip sets mix pooling factors {sorted(factors)}")
+    pairs = [cs.training_tensors(target=target, inputs=inputs) for cs in sets]
+    images = torch.cat([p[0] for p in pairs])
+    labels = torch.cat([p[1] for p in pairs])
+    torch.manual_seed(seed)
+    if init_path is not None:
+        model, meta = load_segmenter(init_path)
+        if meta.get("inputs", "image") != inputs:
+            raise click.ClickException(
+                f"{init_path} takes inputs {meta.get('inputs')!r}, not {inputs!r}"
+            )
+    else:
+        model = SegmenterConfig(in_channels=images.shape[1], base_channels=base_channels,
+                                depth=depth).build()
+    losses = train_segmenter(
+        model, images, labels,
+        SegmenterTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+        progress=not no_progress,
+    )
+    meta = {"inputs": inputs, "downsample": factors.pop(), "target": target,
+            "chips": [str(p) for p in chips_paths], "init": str(init_path) if init_path else None,
+            "final_loss": losses[-1] if losses else None}
+    save_segmenter(out, model, meta)
+    click.echo(f"segmenter ({inputs}, {target}, {steps} steps) -> {out}")
+
+
+@group.command(name="predict")
+@click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
+@click.option("--city", required=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--model", "model_path", required=True, type=_FILE, help="Segmenter checkpoint.")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for {tile}_landcover.tif class maps.")
+@click.option("--tile", "tile_ids", multiple=True, help="Only these tile ids (repeatable).")
+@click.option("--window", type=click.IntRange(min=8), default=32, show_default=True,
+              help="Prediction window in model pixels.")
+@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True)
+@click.option("--weak-layer", default="prior", show_default=True)
+@click.option("--probabilities", is_flag=True, help="Also write {tile}_probabilities.tif.")
+@_threads_option
+@_friendly
+def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
+            tile_ids: tuple[str, ...], window: int, overlap: int, weak_layer: str,
+            probabilities: bool, threads: int | None) -> None:
+    """Predict whole tiles to paletted COG GeoTIFFs (memory bounded by the window)."""
+    from landprior.landcover.enviroatlas import EnviroAtlas
+    from landprior.landcover.predict import predict_tile
+    from landprior.landcover.segmenter import load_segmenter
+
+    _threads(threads)
+    ds = EnviroAtlas(root)
+    model, meta = load_segmenter(model_path)
+    tiles = ds.tiles(city, split)
+    if tile_ids:
+        known = {t.tile_id for t in tiles}
+        unknown = sorted(set(tile_ids) - known)
+        if unknown:
+            raise click.ClickException(f"unknown tiles {unknown} in {city}/{split}")
+        tiles = [t for t in tiles if t.tile_id in tile_ids]
+    for tile in tiles:
+        predict_tile(
+            model, ds, tile, out_dir / f"{tile.tile_id}_landcover.tif",
+            inputs=meta.get("inputs", "image"), downsample=int(meta.get("downsample", 1)),
+            window=window, overlap=overlap, weak_layer=weak_layer,
+            probabilities_path=(out_dir / f"{tile.tile_id}_probabilities.tif")
+            if probabilities else None,
+        )
+    click.echo(f"predicted {len(tiles)} tiles of {city}/{split} -> {out_dir}")
+
+
+@group.command(name="evaluate")
+@click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
+@click.option("--city", required=True)
+@click.option("--split", default="test", show_default=True)
+@click.option("--method", required=True, help="Row name in the results table.")
+@click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              default=None, help="Folder of {tile}_landcover.tif (omit with --weak-labels).")
+@click.option("--weak-labels", is_flag=True, help="Score the weak-label argmax instead.")
+@click.option("--weak-layer", default="prior", show_default=True)
+@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
+              show_default=True, help="'strict' ignores shrub, agriculture, wetlands.")
+@click.option("--out", required=True, type=_OUT, help="Output JSON with scores.")
+@_friendly
+def evaluate(root: Path, city: str, split: str, method: str, predictions: Path | None,
+             weak_labels: bool, weak_layer: str, mapping: str, out: Path) -> None:
+    """Accuracy and class-mean IoU pooled over a city's tiles."""
+    from landprior.landcover.enviroatlas import EnviroAtlas
+    from landprior.landcover.evaluate import (
+        evaluate_class_maps,
+        evaluate_weak_labels,
+        metrics_row,
+        write_text_atomic,
+    )
+
+    ds = EnviroAtlas(root)
+    tiles = ds.tiles(city, split)
+    if weak_labels == (predictions is not None):
+        raise click.ClickException("give exactly one of --predictions DIR or --weak-labels")
+    if weak_labels:
+        scores = evaluate_weak_labels(ds, tiles, weak_layer=weak_layer, mapping=mapping)  # type: ignore[arg-type]
+    else:
+        assert predictions is not None
+        preds = {t: predictions / f"{t.tile_id}_landcover.tif" for t in tiles}
+        scores = evaluate_class_maps(ds, preds, mapping=mapping)  # type: ignore[arg-type]
+    row = metrics_row(method, city, scores)
+    write_text_atomic(json.dumps({"row": row, "scores": scores}, indent=2) + "\n", out)
+    click.echo(json.dumps(row))

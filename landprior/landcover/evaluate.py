@@ -1,0 +1,171 @@
+"""Evaluation of class maps against a city's labels, and the Table-1-shaped report table.
+
+Protocol (PAPER_NOTES): argmax per pixel; accuracy over non-ignored pixels pooled over the
+city's test tiles; IoU per class with intersection and union summed over tiles, averaged
+over the classes. The label mapping ("prior" or "strict") decides which raw codes are
+ignored. Tiles are read in row blocks, so memory stays bounded on large tiles.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.windows import Window
+
+from landprior.landcover.classes import CLASS_NAMES, MappingName
+from landprior.landcover.enviroatlas import EnviroAtlas, Tile
+from landprior.landcover.metrics import ConfusionAccumulator
+from landprior.landcover.weak_labels import prior_from_uint8
+
+log = logging.getLogger(__name__)
+
+BLOCK_ROWS = 1024
+
+METRIC_COLUMNS: tuple[str, ...] = (
+    "method", "city", "accuracy", "miou", *[f"iou_{c}" for c in CLASS_NAMES], "pixels", "tiles",
+)
+
+
+def _row_blocks(height: int, width: int, rows: int = BLOCK_ROWS) -> Iterable[Window]:
+    for r in range(0, height, rows):
+        yield Window(0, r, width, min(rows, height - r))
+
+
+def _check_grid(path: Path, src: rasterio.io.DatasetReader, profile: Mapping) -> None:
+    if src.crs != profile["crs"]:
+        raise ValueError(f"{path}: CRS {src.crs} differs from the labels' CRS {profile['crs']}")
+    if (src.height, src.width) != (profile["height"], profile["width"]) or not np.allclose(
+        tuple(src.transform)[:6], tuple(profile["transform"])[:6]
+    ):
+        raise ValueError(
+            f"{path}: grid {src.height}x{src.width} {tuple(src.transform)[:6]} differs from "
+            f"the labels' grid {profile['height']}x{profile['width']} "
+            f"{tuple(profile['transform'])[:6]}"
+        )
+
+
+def evaluate_class_maps(
+    dataset: EnviroAtlas,
+    predictions: Mapping[Tile, str | os.PathLike[str]],
+    *,
+    mapping: MappingName = "prior",
+) -> dict:
+    """Pooled scores of class-map GeoTIFFs (one per tile) against the tiles' labels."""
+    if not predictions:
+        raise ValueError("no predictions to evaluate")
+    acc = ConfusionAccumulator()
+    for tile, path in predictions.items():
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"prediction for {tile.key} not found: {path}")
+        profile = dataset.profile(tile, "lc")
+        with rasterio.open(path) as src:
+            _check_grid(path, src, profile)
+            for win in _row_blocks(profile["height"], profile["width"]):
+                acc.update(src.read(1, window=win), dataset.read_labels(tile, mapping, win))
+    scores = acc.scores()
+    scores["tiles"] = len(predictions)
+    scores["confusion"] = acc.matrix.tolist()
+    return scores
+
+
+def evaluate_weak_labels(
+    dataset: EnviroAtlas,
+    tiles: Sequence[Tile],
+    *,
+    weak_layer: str = "prior",
+    mapping: MappingName = "prior",
+) -> dict:
+    """Pooled scores of the weak-label argmax (a baseline row of the table)."""
+    if not tiles:
+        raise ValueError("no tiles to evaluate")
+    acc = ConfusionAccumulator()
+    for tile in tiles:
+        profile = dataset.profile(tile, "lc")
+        for win in _row_blocks(profile["height"], profile["width"]):
+            weak = prior_from_uint8(dataset.read(tile, weak_layer, win))
+            acc.update(weak.argmax(axis=0), dataset.read_labels(tile, mapping, win))
+    scores = acc.scores()
+    scores["tiles"] = len(tiles)
+    scores["confusion"] = acc.matrix.tolist()
+    return scores
+
+
+def metrics_row(method: str, city: str, scores: Mapping) -> dict:
+    """One CSV row (percent figures) from :func:`evaluate_class_maps` output."""
+    row = {
+        "method": method,
+        "city": city,
+        "accuracy": round(100 * scores["accuracy"], 2),
+        "miou": round(100 * scores["miou"], 2),
+        "pixels": scores["pixels"],
+        "tiles": scores["tiles"],
+    }
+    for name in CLASS_NAMES:
+        value = scores["iou"][name]
+        row[f"iou_{name}"] = "" if math.isnan(value) else round(100 * value, 2)
+    return row
+
+
+def write_csv_atomic(rows: Sequence[Mapping], path: str | os.PathLike[str],
+                     columns: Sequence[str] = METRIC_COLUMNS) -> Path:
+    """Write rows as CSV through a temp file and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(columns), extrasaction="raise")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(buf.getvalue(), path)
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write text through a temp file in the same folder and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+def read_metrics_csv(path: str | os.PathLike[str]) -> list[dict]:
+    """Rows of a metrics CSV; a missing column names the file."""
+    path = Path(path)
+    with open(path, encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(METRIC_COLUMNS) - set(reader.fieldnames or [])
+        if missing:
+            raise ValueError(f"{path} lacks the columns {sorted(missing)}")
+        return list(reader)
+
+
+def table1_markdown(rows: Sequence[Mapping], methods: Sequence[str],
+                    cities: Sequence[str]) -> str:
+    """A Table-1-shaped Markdown table: methods x cities, "accuracy / mIoU" in percent."""
+    by_key = {(r["method"], r["city"]): r for r in rows}
+    head = "| method | " + " | ".join(cities) + " |"
+    sep = "|---|" + "---|" * len(cities)
+    lines = [head, sep]
+    for m in methods:
+        cells = []
+        for c in cities:
+            r = by_key.get((m, c))
+            cells.append(f"{float(r['accuracy']):.1f} / {float(r['miou']):.1f}" if r else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

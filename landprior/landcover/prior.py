@@ -1,0 +1,110 @@
+"""The label prior: a DDPM on one-hot land-cover patches of the source city (section 4).
+
+Paper: random 256 x 256 label patches at 1 m from the source city (Pittsburgh), flipped,
+nearest/mode-downsampled x1/4 to 64 x 64, one-hot; eps-prediction U-Net, Adam 1e-4.
+Here the patch size, pooling factor and U-Net preset are parameters: the CPU demo uses
+128 m patches (32 x 32 at 4 m) and the small ``landcover-cpu`` U-Net.
+
+Scale: one-hot ``{0, 1}`` maps to ``x = 2 * onehot - 1`` in [-1, 1]; ignored pixels
+(rare: patches with more than ``max_ignore_fraction`` ignored pixels are redrawn) become
+all -1 ("no class").
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from landprior.diffusion.images import save_grid
+from landprior.diffusion.sample import ddpm_sample
+from landprior.diffusion.train import TrainConfig, TrainResult, load_denoiser, train
+from landprior.landcover.classes import CLASS_COLORS, IGNORE_INDEX, NUM_CLASSES, MappingName
+from landprior.landcover.enviroatlas import EnviroAtlas
+from landprior.landcover.tiling import sample_label_patches
+
+log = logging.getLogger(__name__)
+
+PALETTE = tuple(tuple(c / 255 for c in rgb) for rgb in CLASS_COLORS)
+
+
+def labels_to_x(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """(N, h, w) uint8 class indices -> (N, L, h, w) float32 in [-1, 1]; 255 -> all -1."""
+    labels = np.asarray(labels)
+    if labels.ndim != 3:
+        raise ValueError(f"label patches must be (N, h, w), got shape {labels.shape}")
+    valid = labels != IGNORE_INDEX
+    if valid.any() and int(labels[valid].max()) >= num_classes:
+        raise ValueError(f"label patches reach class {int(labels[valid].max())} >= {num_classes}")
+    onehot = (labels[:, None] == np.arange(num_classes)[None, :, None, None]) & valid[:, None]
+    return (2.0 * onehot - 1.0).astype(np.float32)
+
+
+def source_label_patches(
+    dataset: EnviroAtlas,
+    city: str,
+    n: int,
+    *,
+    splits: tuple[str, ...] = ("train",),
+    size: int = 128,
+    factor: int = 4,
+    mapping: MappingName = "prior",
+    max_ignore_fraction: float = 0.05,
+    seed: int = 0,
+) -> np.ndarray:
+    """``n`` random label patches (n, size/f, size/f) uint8 from ``city``'s tiles, flipped."""
+    tiles = [t for s in splits for t in dataset.tiles(city, s)]
+    if not tiles:
+        raise ValueError(f"city {city!r} has no tiles in splits {splits} under {dataset.root}")
+    rng = np.random.default_rng(seed)
+    counts = np.full(len(tiles), n // len(tiles))
+    counts[rng.permutation(len(tiles))[: n % len(tiles)]] += 1
+    out = []
+    for tile, count in zip(tiles, counts, strict=True):
+        if count == 0:
+            continue
+        labels = dataset.read_labels(tile, mapping)
+        out.append(
+            sample_label_patches(
+                labels, int(count), generator=rng, size=size, factor=factor, flips=True,
+                max_ignore_fraction=max_ignore_fraction, name=tile.key,
+            )
+        )
+    patches = np.concatenate(out)
+    log.info("sampled %d label patches of %s (%d tiles)", len(patches), city, len(tiles))
+    return patches
+
+
+def train_label_prior(
+    patches: np.ndarray,
+    out_dir: str | Path,
+    *,
+    preset: str = "landcover-cpu",
+    config: TrainConfig | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the DDPM on label patches (N, h, w) uint8; checkpoints in ``out_dir``."""
+    x = torch.from_numpy(labels_to_x(patches))
+    config = config or TrainConfig(steps=2000, batch_size=32, lr=2e-4, ema_rate=0.999)
+    return train(x, preset, config, out_dir, resume=resume, progress=progress)
+
+
+def sample_label_grid(
+    checkpoint: str | Path,
+    out_png: str | Path,
+    *,
+    size: int,
+    n: int = 16,
+    seed: int = 0,
+    scale: int = 4,
+) -> Path:
+    """Unconditional samples (``size`` x ``size``) of the prior in class colours (PNG grid)."""
+    denoiser, schedule, meta = load_denoiser(checkpoint)
+    channels = int(meta["unet_config"].in_channels)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = ddpm_sample(denoiser, schedule, (n, channels, size, size), generator=g)
+    return save_grid(x, out_png, nrow=int(np.ceil(np.sqrt(n))), palette=PALETTE, scale=scale)
