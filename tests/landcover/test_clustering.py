@@ -147,10 +147,16 @@ def test_global_baseline(method: str) -> None:
 
 
 @pytest.mark.realdata
-def test_real_naip_local_clustering_explains_colour() -> None:
+def test_real_naip_local_clustering_explains_colour(tmp_path: Path) -> None:
     path = shared_data_path("naip", "m_3211605_ne_11_060_20200415.tif")
     with rasterio.open(path) as src:
         naip = src.read()  # (4, 204, 266) uint8 at 0.6 m
+        crs, transform = src.crs, src.transform
+    out = cluster_geotiff(path, tmp_path / "z.tif", chip=32, iterations=5)
+    with rasterio.open(out) as dst:  # CRS and transform survive chipping and writing
+        assert dst.crs == crs and dst.crs.to_epsg() == 26911
+        assert dst.transform.almost_equals(transform @ Affine.scale(4))
+        assert dst.shape == (51, 66)
     x = prepare_naip(naip[:, :200, :264])  # (1, 4, 50, 66) at the label resolution
     resp = local_colour_clustering(x, generator=torch.Generator().manual_seed(0))
     assert resp.shape == (1, 5, 50, 66) and torch.isfinite(resp).all()
