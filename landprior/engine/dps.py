@@ -55,7 +55,11 @@ def guidance_step(
     ``step``: ``-zeta_t grad``; ``score``: ``-score_coef * zeta_t * grad``. Problems are
     independent: the gradient of the summed loss w.r.t. ``x_t[b]`` only involves ``loss[b]``.
     """
-    (grad,) = torch.autograd.grad(loss.sum(), x_t)
+    grad = None
+    if loss.requires_grad:
+        (grad,) = torch.autograd.grad(loss.sum(), x_t, allow_unused=True)
+    if grad is None:  # a loss that ignores x_t gives no guidance
+        grad = torch.zeros_like(x_t)
     zeta = as_weight(scale)(ctx.progress)
     if normalize == "residual":
         per = zeta / loss.detach().clamp_min(1e-12).sqrt()

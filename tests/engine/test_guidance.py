@@ -127,3 +127,9 @@ def test_non_finite_loss_in_guidance_names_the_constraint() -> None:
     with pytest.raises(ConstraintError, match="'nan_loss'"):
         ddim_sample(tiny_net_denoiser(SCHED), SCHED, (2, 1, 4, 4), steps=3,
                     guidance=LGDMC(bad, n=2))
+
+
+def test_a_loss_that_ignores_x_gives_no_guidance() -> None:
+    const = constraint(lambda x: torch.zeros(x.shape[0]), name="const")
+    out = DPS(const)(*_inputs(), _ctx())
+    assert torch.equal(out, torch.zeros_like(out))
