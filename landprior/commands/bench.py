@@ -31,8 +31,11 @@ def lgd_mog(as_json: bool, samples: int, seed: int, steps: int, scale: float, ru
     selecting the component at -1, 20-step DDIM. Prints KL(N(-1, 0.2^2) || fitted Gaussian)
     per method under the key "kl" (oracle, dps, lgd_mc_1, lgd_mc_5, lgd_mc_10, lgd_mc_20).
     """
+    import torch
+
     from landprior.engine.toy import MogSettings, run_lgd_mog
 
+    torch.set_num_threads(1)  # (2000, 1) tensors: extra threads only add synchronisation
     result = run_lgd_mog(
         MogSettings(samples=samples, seed=seed, steps=steps, scale=scale, rule=rule)  # type: ignore[arg-type]
     )
