@@ -121,7 +121,7 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
               help="Chip size in 1 m pixels.")
 @click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True)
 @click.option("--weak-layer", default="prior", show_default=True,
-              help="Prior layer holding the weak labels.")
+              help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
               show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -298,7 +298,8 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 @click.option("--window", type=click.IntRange(min=8), default=32, show_default=True,
               help="Prediction window in model pixels.")
 @click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True)
-@click.option("--weak-layer", default="prior", show_default=True)
+@click.option("--weak-layer", default="prior", show_default=True,
+              help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--probabilities", is_flag=True, help="Also write {tile}_probabilities.tif.")
 @_threads_option
 @_friendly
@@ -339,7 +340,8 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
 @click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder of {tile}_landcover.tif (omit with --weak-labels).")
 @click.option("--weak-labels", is_flag=True, help="Score the weak-label argmax instead.")
-@click.option("--weak-layer", default="prior", show_default=True)
+@click.option("--weak-layer", default="prior", show_default=True,
+              help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
               show_default=True, help="'strict' ignores shrub, agriculture, wetlands.")
 @click.option("--out", required=True, type=_OUT, help="Output JSON with scores.")

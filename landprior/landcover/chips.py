@@ -33,7 +33,7 @@ from landprior.landcover.tiling import (
     mode_downsample,
     random_chips,
 )
-from landprior.landcover.weak_labels import prior_from_uint8
+from landprior.landcover.weak_source import weak_reader
 
 log = logging.getLogger(__name__)
 
@@ -170,8 +170,8 @@ def sample_city_chips(
     Args:
         size: chip size in 1 m pixels (divisible by ``factor``).
         factor: pooling to the prior's resolution (4 in the paper).
-        weak_layer: the 5-band uint8 prior layer to read ("prior" or
-            "prior_no_osm_no_buildings"), e.g. as written by ``landprior data weak-labels``.
+        weak_layer: a prior layer of the dataset ("prior", "prior_no_osm_no_buildings")
+            or a folder written by ``landprior data weak-labels`` (see ``weak_source``).
         with_truth: read the high-res labels when the tiles have them (for reporting).
     """
     if n < 1:
@@ -181,6 +181,7 @@ def sample_city_chips(
     tiles = dataset.tiles(city, split)
     if not tiles:
         raise ValueError(f"city {city!r} has no tiles in split {split!r} under {dataset.root}")
+    read_weak = weak_reader(dataset, weak_layer)
     rng = np.random.default_rng(seed)
     images, weaks, truths, ids, offsets, transforms = [], [], [], [], [], []
     crs = None
@@ -196,9 +197,8 @@ def sample_city_chips(
         has_truth = with_truth and "lc" in tile.paths and Path(tile.paths["lc"]).is_file()
         for chip in chips:
             naip = dataset.read(tile, "naip", chip.window).astype(np.float32) / 255.0
-            prior = dataset.read(tile, weak_layer, chip.window)
             images.append(average_pool(naip, factor))
-            weak = average_pool(prior_from_uint8(prior), factor)
+            weak = average_pool(read_weak(tile, chip.window), factor)
             weaks.append(weak / np.maximum(weak.sum(axis=0, keepdims=True), 1e-8))
             if has_truth:
                 labels = dataset.read_labels(tile, mapping, chip.window)

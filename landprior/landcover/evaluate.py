@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from landprior.landcover.classes import CLASS_NAMES, MappingName
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
 from landprior.landcover.metrics import ConfusionAccumulator
-from landprior.landcover.weak_labels import prior_from_uint8
+from landprior.landcover.weak_source import weak_reader
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,12 @@ def evaluate_weak_labels(
     """Pooled scores of the weak-label argmax (a baseline row of the table)."""
     if not tiles:
         raise ValueError("no tiles to evaluate")
+    read_weak = weak_reader(dataset, weak_layer)
     acc = ConfusionAccumulator()
     for tile in tiles:
         profile = dataset.profile(tile, "lc")
         for win in _row_blocks(profile["height"], profile["width"]):
-            weak = prior_from_uint8(dataset.read(tile, weak_layer, win))
+            weak = read_weak(tile, win)
             acc.update(weak.argmax(axis=0), dataset.read_labels(tile, mapping, win))
     scores = acc.scores()
     scores["tiles"] = len(tiles)

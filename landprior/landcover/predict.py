@@ -18,7 +18,7 @@ from rasterio.windows import Window
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
 from landprior.landcover.geotiff import open_class_map_writer, open_probability_writer
 from landprior.landcover.segmenter import SegmentationUNet, iter_strip_predictions
-from landprior.landcover.weak_labels import prior_from_uint8
+from landprior.landcover.weak_source import weak_reader
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +29,14 @@ def tile_reader(
     """``read(row, col, h, w)`` -> (4 or 9, h, w) float32 in [0, 1] for one tile."""
     if inputs not in ("image", "image+weak"):
         raise ValueError(f"unknown segmenter inputs {inputs!r}; expected 'image' or 'image+weak'")
+    read_weak = weak_reader(dataset, weak_layer) if inputs == "image+weak" else None
 
     def read(row: int, col: int, h: int, w: int) -> np.ndarray:
         window = Window(col, row, w, h)
         image = dataset.read(tile, "naip", window).astype(np.float32) / 255.0
-        if inputs == "image":
+        if read_weak is None:
             return image
-        weak = prior_from_uint8(dataset.read(tile, weak_layer, window))
-        return np.concatenate([image, weak.astype(np.float32)])
+        return np.concatenate([image, read_weak(tile, window).astype(np.float32)])
 
     return read
 
