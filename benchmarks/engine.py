@@ -26,43 +26,21 @@ from torch import Tensor, nn
 
 from landprior.diffusion.denoiser import EpsDenoiser, as_batch_t, freeze
 from landprior.diffusion.schedule import NoiseSchedule
+from landprior.diffusion.unet import UNetConfig
 from landprior.engine.constraints import constraint
 from landprior.engine.pnp import infer_point
 from landprior.engine.schedules import paper_schedule
 
 
-class _SmallEpsNet(nn.Module):
-    """Fallback when the U-Net module is unavailable: a small conv resnet with a t embedding."""
-
-    def __init__(self, channels: int = 5, width: int = 32, blocks: int = 4) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(1000, width)
-        self.inp = nn.Conv2d(channels, width, 3, padding=1)
-        self.body = nn.ModuleList(nn.Conv2d(width, width, 3, padding=1) for _ in range(blocks))
-        self.out = nn.Conv2d(width, channels, 3, padding=1)
-
-    def forward(self, x: Tensor, timesteps: Tensor) -> Tensor:
-        h = self.inp(x) + self.emb(timesteps)[:, :, None, None]
-        for conv in self.body:
-            h = h + conv(torch.nn.functional.silu(h))
-        return self.out(h)
-
-
 def build_denoiser(preset: str) -> tuple[nn.Module, tuple[int, int, int], int, str]:
-    """A frozen eps-denoiser, its (C, H, W), its parameter count and its name."""
+    """A frozen eps-denoiser (seeded U-Net preset), its (C, H, W), parameter count and name."""
+    cfg = UNetConfig.preset(preset)
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        try:
-            from landprior.diffusion.unet import UNetConfig
-        except ImportError:  # pragma: no cover - before the U-Net existed
-            net: nn.Module = _SmallEpsNet()
-            chw, name = (5, 64, 64), "small-convnet (U-Net unavailable)"
-        else:
-            cfg = UNetConfig.preset(preset)
-            net = cfg.build()
-            chw, name = (cfg.in_channels, cfg.image_size, cfg.image_size), preset
+        net = cfg.build()
     den = freeze(EpsDenoiser(net))
-    return den, chw, sum(p.numel() for p in net.parameters()), name
+    chw = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    return den, chw, sum(p.numel() for p in net.parameters()), preset
 
 
 def bare_loop(den: nn.Module, sched: NoiseSchedule, x: Tensor, ts: list[int]) -> Callable[[], None]:

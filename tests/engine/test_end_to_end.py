@@ -8,6 +8,7 @@ import torch
 from landprior.diffusion.denoiser import EpsDenoiser
 from landprior.diffusion.sample import SamplerStep, ddim_sample, ddpm_sample
 from landprior.diffusion.schedule import NoiseSchedule
+from landprior.diffusion.unet import UNetConfig
 from landprior.engine.constraints import paper_weight
 from landprior.engine.dps import DPS
 from landprior.engine.lgd import LGDMC
@@ -15,14 +16,12 @@ from landprior.engine.pnp import PnPStep, infer_point, linear_lr
 from landprior.engine.schedules import paper_schedule
 from landprior.landcover.constraint import LandCoverConstraint
 
-unet = pytest.importorskip("landprior.diffusion.unet")
-
 
 @pytest.fixture(scope="module")
 def tiny_unet() -> EpsDenoiser:
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        net = unet.UNetConfig.preset("tiny", in_channels=5).build()
+        net = UNetConfig.preset("tiny", in_channels=5).build()
     return EpsDenoiser(net)
 
 
