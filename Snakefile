@@ -1,0 +1,31 @@
+# landprior: land-cover pseudo-labelling with a diffusion prior (Graikos et al. 2022, sec. 4).
+#   snakemake --cores all                                   # demo on the synthetic cities
+#   snakemake --cores all --configfile pipelines/config/enviroatlas.yaml
+# Stages: data -> chips -> colour clustering -> train label prior -> pseudo-label targets
+#   -> segmenters -> predict whole tiles -> evaluate -> report. Logic lives in `landprior`.
+from snakemake.utils import min_version, validate
+
+min_version("8.0")
+
+
+configfile: "pipelines/config/demo.yaml"
+
+
+validate(config, "pipelines/schemas/config.schema.yaml")
+
+
+include: "pipelines/rules/common.smk"
+include: "pipelines/rules/data.smk"
+include: "pipelines/rules/prior.smk"
+include: "pipelines/rules/pseudolabel.smk"
+include: "pipelines/rules/segmenter.smk"
+include: "pipelines/rules/evaluate.smk"
+include: "pipelines/rules/report.smk"
+
+
+rule all:
+    input:
+        final_maps,
+        f"{RESULTS}/metrics.csv",
+        f"{RESULTS}/report.md",
+    default_target: True

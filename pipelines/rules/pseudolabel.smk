@@ -1,0 +1,27 @@
+# Stage 3: pseudo-labels for each target city: Algorithm 1 under MI - KL (paper eq. 15).
+
+
+rule pseudolabel:
+    input:
+        prior=f"{RESULTS}/prior/checkpoint.pt",
+        chips=f"{RESULTS}/clusters/{{city}}.npz",
+    output:
+        chips=f"{RESULTS}/pseudolabels/{{city}}.npz",
+        summary=f"{RESULTS}/pseudolabels/{{city}}.json",
+    params:
+        p=config["pseudolabel"],
+    conda:
+        "../envs/landprior.yaml"
+    log:
+        f"{RESULTS}/logs/pseudolabel/{{city}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/pseudolabel/{{city}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+    shell:
+        "landprior landcover pseudolabel --prior {input.prior} --chips {input.chips}"
+        " --out {output.chips} --summary {output.summary} --steps {params.p[steps]}"
+        " --lr {params.p[lr]} --window-radius {params.p[window_radius]}"
+        " --batch-size {params.p[batch_size]} --seed {params.p[seed]}"
+        " --threads {threads} --no-progress > {log} 2>&1"

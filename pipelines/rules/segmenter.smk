@@ -1,0 +1,81 @@
+# Stage 4: segmenters p(labels | image): source-supervised baselines, and ours (pseudo-labels).
+
+
+rule segmenter_source:
+    """Pretrain on the source city's labels (imagery, or imagery + weak labels)."""
+    input:
+        f"{RESULTS}/chips/{SOURCE}_{config['train_split']}.npz",
+    output:
+        f"{RESULTS}/segmenter/source_{{inputs}}.pt",
+    wildcard_constraints:
+        inputs="image|image\\+weak",
+    params:
+        s=config["segmenter"],
+        seed=config["seed"],
+    conda:
+        "../envs/landprior.yaml"
+    log:
+        f"{RESULTS}/logs/segmenter/source_{{inputs}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/segmenter/source_{{inputs}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=3000,
+    shell:
+        "landprior landcover train-segmenter --chips {input} --target truth"
+        " --inputs {wildcards.inputs} --out {output} --steps {params.s[pretrain_steps]}"
+        " --batch-size {params.s[batch_size]} --lr {params.s[lr]}"
+        " --base-channels {params.s[base_channels]} --depth {params.s[depth]}"
+        " --seed {params.seed} --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule segmenter_finetune:
+    """Ours fine-tuned: the source model fine-tuned on the target's pseudo-labels."""
+    input:
+        init=f"{RESULTS}/segmenter/source_image.pt",
+        chips=f"{RESULTS}/pseudolabels/{{city}}.npz",
+    output:
+        f"{RESULTS}/segmenter/finetuned_{{city}}.pt",
+    params:
+        s=config["segmenter"],
+        seed=config["seed"],
+    conda:
+        "../envs/landprior.yaml"
+    log:
+        f"{RESULTS}/logs/segmenter/finetuned_{{city}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/segmenter/finetuned_{{city}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=3000,
+    shell:
+        "landprior landcover train-segmenter --chips {input.chips} --target pseudo --inputs image"
+        " --init {input.init} --out {output} --steps {params.s[finetune_steps]}"
+        " --batch-size {params.s[batch_size]} --lr {params.s[finetune_lr]}"
+        " --seed {params.seed} --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule segmenter_scratch:
+    """Ours from scratch: trained on the target's pseudo-labels only."""
+    input:
+        f"{RESULTS}/pseudolabels/{{city}}.npz",
+    output:
+        f"{RESULTS}/segmenter/scratch_{{city}}.pt",
+    params:
+        s=config["segmenter"],
+        seed=config["seed"],
+    conda:
+        "../envs/landprior.yaml"
+    log:
+        f"{RESULTS}/logs/segmenter/scratch_{{city}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/segmenter/scratch_{{city}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=3000,
+    shell:
+        "landprior landcover train-segmenter --chips {input} --target pseudo --inputs image"
+        " --out {output} --steps {params.s[scratch_steps]} --batch-size {params.s[batch_size]}"
+        " --lr {params.s[lr]} --base-channels {params.s[base_channels]}"
+        " --depth {params.s[depth]} --seed {params.seed} --threads {threads}"
+        " --no-progress > {log} 2>&1"
