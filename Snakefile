@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: "pipelines/config/demo.yaml"
+configfile: f"{workflow.basedir}/pipelines/config/demo.yaml"
 
 
 validate(config, "pipelines/schemas/config.schema.yaml")

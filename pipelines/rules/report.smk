@@ -16,8 +16,6 @@ rule report:
     params:
         methods=list(METHODS.values()),
         targets=TARGETS,
-        results=lambda w, input: str(Path(input.metrics).parent),
-        data=lambda w, input: str(Path(input.marker).parent),
         split=TEST_SPLIT,
         mapping=config["mapping"],
         chip_size=config["chip_size"],
