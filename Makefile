@@ -16,8 +16,15 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
+# The main job: the whole land-cover pipeline on the embedded synthetic cities.
+# Outputs: results/<city>/<tile>_landcover.tif, results/metrics.csv, results/report.md
+# (+ results/report.html). Interrupted runs resume where they stopped.
 demo: $(STAMP)
-	$(BIN)/landprior bench lgd-mog --json
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores $(CORES) --rerun-incomplete \
+		--configfile pipelines/config/demo.yaml
+	PATH="$(abspath $(BIN)):$$PATH" snakemake --cores 1 --configfile pipelines/config/demo.yaml \
+		--report results/report.html
+	@echo "Done: results/report.md, results/report.html, maps in results/<city>/"
 
 test: $(STAMP)
 	$(BIN)/ruff check .
