@@ -19,6 +19,12 @@ Sections:
   reference    fast-tsp with the default budget: seconds per instance and the gap to a
                10x longer budget; on TSPLIB the gap to the file's optimal tours.
   render       f(A): raster precomputation per instance, memory, forward + backward time.
+  diffusion    the whole diffusion solve (landprior.tasks.tsp.diffuse.solve: rasters, Algorithm 1
+               on L through the shared engine, greedy + 2-opt) at 256 and 50 steps: instances
+               per second on CPU and the time split. Without --checkpoint it runs an UNTRAINED
+               `tsp-cpu` U-Net (random weights): the figures are speed only and its tours
+               mean nothing. With --checkpoint (a trained prior) it also reports length, gap
+               to the reference tours and the 2-opt-alone baseline on the same instances.
 """
 
 from __future__ import annotations
@@ -36,6 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from landprior.diffusion.denoiser import EpsDenoiser, freeze
+from landprior.diffusion.schedule import NoiseSchedule
+from landprior.diffusion.unet import UNetConfig
 from landprior.tasks.tsp.adjacency import adjacency_from_logits, init_logits
 from landprior.tasks.tsp.data import (
     distance_matrices,
@@ -45,6 +54,7 @@ from landprior.tasks.tsp.data import (
     read_instances,
     tour_lengths,
 )
+from landprior.tasks.tsp.diffuse import DiffusionSolverConfig, load_prior, solve, warm_up
 from landprior.tasks.tsp.extract import (
     BASELINE_METHODS,
     baseline_tours,
@@ -230,6 +240,77 @@ def bench_render(n: int, batch: int) -> dict[str, Any]:
     }
 
 
+def _untrained_prior() -> tuple[Any, NoiseSchedule, str]:
+    """The CPU network with random weights (its zero-initialised output conv randomised too)."""
+    torch.manual_seed(0)
+    net = UNetConfig.preset("tsp-cpu").build()
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.02)
+    params = sum(p.numel() for p in net.parameters())
+    note = (
+        f"UNTRAINED tsp-cpu U-Net ({params} parameters, random weights): speed only, "
+        "tour quality meaningless"
+    )
+    return freeze(EpsDenoiser(net)), NoiseSchedule.from_name("linear", 1000), note
+
+
+def bench_diffusion(
+    n: int,
+    count: int,
+    steps_list: list[int],
+    batch_size: int,
+    checkpoint: Path | None,
+    cache: Path | None,
+) -> dict[str, Any]:
+    """Whole diffusion solves of the first ``count`` Kool et al. instances of size ``n``."""
+    if checkpoint is None:
+        denoiser, schedule, note = _untrained_prior()
+    else:
+        prior = load_prior(checkpoint)
+        denoiser, schedule = prior.denoiser, prior.schedule
+        note = f"trained prior {checkpoint} (step {prior.meta['step']}, {prior.meta['weights']})"
+    warm_up()
+    points = kool_test_set(n, count)
+    out: dict[str, Any] = {
+        "n": n,
+        "instances": count,
+        "batch_size": batch_size,
+        "threads": torch.get_num_threads(),
+        "prior": note,
+    }
+    ref = None
+    if checkpoint is not None:
+        ref = _reference(points, cache)
+        base = baseline_tours(points, "nn-two-opt")
+        out["reference_mean_length"] = float(ref.mean())
+        out["two_opt_alone"] = {
+            "mean_length": float(base.lengths.mean()),
+            "gap_pct": gap_pct(base.lengths, ref),
+            "two_opt_moves_mean": float(base.moves.mean()),
+        }
+    for steps in steps_list:
+        logger.info("diffusion solve N=%d, %d instances, %d steps", n, count, steps)
+        config = DiffusionSolverConfig(steps=steps, batch_size=batch_size)
+        start = time.perf_counter()
+        result = solve(denoiser, schedule, points, config=config, seed=0)
+        wall = time.perf_counter() - start
+        row: dict[str, Any] = {
+            "instances_per_second": count / wall,
+            "seconds_per_instance": wall / count,
+            "ms_per_step_per_instance": 1e3 * result.seconds["inference"] / (steps * count),
+            "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+            "two_opt_moves_mean": float(result.moves.mean()),
+        }
+        if ref is not None:
+            row["mean_length"] = float(result.lengths.mean())
+            row["gap_pct"] = gap_pct(result.lengths, ref)
+            row["greedy_gap_pct"] = gap_pct(result.greedy_lengths, ref)
+        out[f"steps_{steps}"] = row
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts (CI smoke run)")
@@ -238,13 +319,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--naive-instances", type=int, default=2)
     parser.add_argument("--baseline-count", type=int, default=1000)
     parser.add_argument("--no-cache", action="store_true", help="do not use the tour cache")
+    parser.add_argument(
+        "--diffusion-count", type=int, default=16, help="instances per diffusion solve timing"
+    )
+    parser.add_argument(
+        "--diffusion-batch", type=int, default=16, help="instances per denoiser call"
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="trained TSP prior (default: an untrained tsp-cpu net, speed only)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["two_opt", "baselines", "tsplib", "reference", "render", "diffusion"],
+        action="append",
+        help="run only these sections (repeatable)",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads [default: min(2, cpu count)]"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if args.quick:
         args.two_opt_batch, args.python_instances = 32, 4
         args.naive_instances, args.baseline_count = 0, 64
+        args.diffusion_count = args.diffusion_batch = 2
     cache = None if args.no_cache else default_cache_dir()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
+    wanted = set(args.only or ["two_opt", "baselines", "tsplib", "reference", "render",
+                               "diffusion"])  # fmt: skip
+    sections = {
+        "two_opt": lambda: bench_two_opt(100, args.two_opt_batch, args.python_instances,
+                                         args.naive_instances),
+        "baselines": lambda: [bench_baselines(n, args.baseline_count, cache) for n in (50, 100)],
+        "tsplib": lambda: {"clean_27": bench_tsplib("skip"), "all_29": bench_tsplib("warn")},
+        "reference": lambda: [bench_reference(n, 8 if args.quick else 40) for n in (50, 100)],
+        "render": lambda: [bench_render(n, b) for n, b in ((50, 16), (100, 8), (200, 2))],
+        "diffusion": lambda: [
+            bench_diffusion(n, args.diffusion_count, [256, 50], args.diffusion_batch,
+                            args.checkpoint, cache)
+            for n in ((50,) if args.quick else (50, 100))
+        ],
+    }  # fmt: skip
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result: dict[str, Any] = {
         "machine": {
@@ -254,13 +372,10 @@ def main(argv: list[str] | None = None) -> int:
             "numpy": np.__version__,
             "torch": torch.__version__,
         },
-        "two_opt": bench_two_opt(100, args.two_opt_batch, args.python_instances,
-                                 args.naive_instances),
-        "baselines": [bench_baselines(n, args.baseline_count, cache) for n in (50, 100)],
-        "tsplib": {"clean_27": bench_tsplib("skip"), "all_29": bench_tsplib("warn")},
-        "reference": [bench_reference(n, 8 if args.quick else 40) for n in (50, 100)],
-        "render": [bench_render(n, b) for n, b in ((50, 16), (100, 8), (200, 2))],
-    }  # fmt: skip
+    }
+    for name, run in sections.items():
+        if name in wanted:
+            result[name] = run()
     if hasattr(os, "getloadavg"):
         result["machine"]["load_average_1min_at_end"] = os.getloadavg()[0]
     json.dump(result, sys.stdout, indent=2)

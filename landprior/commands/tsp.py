@@ -291,11 +291,311 @@ def render_dataset(
     click.echo(f"wrote {count} images of solved N={n} tours to {out}")
 
 
-# ---------------------------------------------------------------------------------------
-# SEAM (diffusion solver, issue 6): `landprior tsp solve --instances FILE [--limit K]
-# [--steps S] --json` belongs here once the trained TSP prior and the engine's latent
-# inference exist. It will: read instances (data.read_instances), group them by size,
-# precompute rasters (render.edge_rasters), optimise logits L (adjacency.init_logits) with
-# the engine on x = render.image_from_logits(rasters, L), then extract tours with
-# extract.tours_from_adjacency(A, points) and report the same JSON keys as `baseline`.
-# ---------------------------------------------------------------------------------------
+@group.command("solve")
+@_instances_option
+@click.option(
+    "--checkpoint",
+    type=click.Path(dir_okay=True, path_type=Path),
+    required=True,
+    help="Trained tour-image prior: checkpoint.pt or its run folder (see models/tsp/README.md).",
+)
+@_limit_option
+@_duplicates_option
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Algorithm 1 steps (the paper: 256; the 'tsp' t schedule keeps its shape).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Instances per denoiser call.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads.")
+@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA.")
+@click.option("--no-two-opt", is_flag=True, help="Greedy extraction only (no 2-opt).")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the instances with the diffusion tours (text format).",
+)
+@click.option("--progress", is_flag=True, help="Progress bar on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def solve(
+    instances: Path,
+    checkpoint: Path,
+    limit: int | None,
+    duplicates: str,
+    steps: int,
+    batch_size: int,
+    seed: int,
+    threads: int | None,
+    device: str,
+    no_ema: bool,
+    no_two_opt: bool,
+    out: Path | None,
+    progress: bool,
+    as_json: bool,
+) -> None:
+    """Solve INSTANCES with the diffusion prior (paper section 5) and report Table 2 figures.
+
+    Instances are grouped by city count and batched; the gap is sum(lengths) /
+    sum(reference lengths) - 1 against the file's tours (null when the file has none).
+    """
+    import torch
+
+    from landprior.tasks.tsp.data import gap_pct, tour_lengths, write_instances
+    from landprior.tasks.tsp.diffuse import (
+        DiffusionSolverConfig,
+        TSPPriorError,
+        load_prior,
+        solve_instances,
+        warm_up,
+    )
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    warm_up()  # one-off imports stay out of seconds_per_instance
+    try:
+        prior = load_prior(checkpoint, use_ema=not no_ema, device=device)
+    except TSPPriorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    records = _read(instances, limit, duplicates)
+    config = DiffusionSolverConfig(steps=steps, batch_size=batch_size, two_opt=not no_two_opt)
+    start = time.perf_counter()
+    result = solve_instances(
+        prior.denoiser,
+        prior.schedule,
+        [r.points for r in records],
+        config=config,
+        seed=seed,
+        device=device,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    sizes = sorted(result.groups)
+    unet = prior.meta["unet_config"]
+    summary: dict[str, Any] = {
+        "n_instances": len(records),
+        "n": sizes[0] if len(sizes) == 1 else sizes,
+        "n_cities": sizes,
+        "steps": steps,
+        "mean_length": float(result.lengths.mean()),
+        "mean_reference_length": None,
+        "gap_pct": None,
+        "greedy_mean_length": float(result.greedy_lengths.mean()),
+        "greedy_gap_pct": None,
+        "two_opt_moves_mean": float(result.moves.mean()),
+        "seconds_per_instance": seconds / len(records),
+        "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
+        "batch_size": batch_size,
+        "seed": seed,
+        "two_opt": not no_two_opt,
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "checkpoint": str(checkpoint),
+        "checkpoint_step": prior.meta.get("step"),
+        "prior": unet.name,
+        "weights": prior.meta.get("weights"),
+    }
+    if all(r.tour is not None for r in records):
+        reference = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+        summary["mean_reference_length"] = float(reference.mean())
+        summary["gap_pct"] = gap_pct(result.lengths, reference)
+        summary["greedy_gap_pct"] = gap_pct(result.greedy_lengths, reference)
+    if out is not None:
+        write_instances(out, [r.points for r in records], result.tours)
+    _emit(summary, as_json)
+
+
+@group.command("train-prior")
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder: checkpoint.pt, loss.jsonl, and data/ with the rendered tour images.",
+)
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=4),
+    default=50,
+    show_default=True,
+    help="Cities per training instance.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    default=32_000,
+    show_default=True,
+    help="Solved tour images to render.",
+)
+@click.option(
+    "--data-seed",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Seed of the training instances (keep it apart from the test files' seeds).",
+)
+@click.option(
+    "--data",
+    "data_path",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Use this rendered .npy (from render-dataset) instead of building one.",
+)
+@click.option(
+    "--preset",
+    type=click.Choice(["tsp-cpu", "tsp64"]),
+    default="tsp-cpu",
+    show_default=True,
+    help="U-Net: tsp-cpu (CPU, ~1.2M params) or tsp64 (paper, GPU).",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=20_000,
+    show_default=True,
+    help="Total optimizer steps of the run.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
+@click.option(
+    "--ema-rate",
+    type=float,
+    default=0.999,
+    show_default=True,
+    help="EMA of the weights (0.999 suits runs of ~10^4 steps; 0 disables).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--no-flips",
+    is_flag=True,
+    help="No random flips (by default images are flipped left-right and up-down: "
+    "a reflected tour is the optimal tour of the reflected instance).",
+)
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch.set_num_threads for training.",
+)
+@click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@_solver_options
+def train_prior(
+    out_dir: Path,
+    n: int,
+    count: int,
+    data_seed: int,
+    data_path: Path | None,
+    preset: str,
+    steps: int,
+    batch_size: int,
+    lr: float,
+    ema_rate: float,
+    seed: int,
+    checkpoint_every: int,
+    no_flips: bool,
+    resume: bool,
+    threads: int | None,
+    device: str | None,
+    no_progress: bool,
+    solver: str,
+    time_budget: float | None,
+    workers: int,
+    cache_dir: Path | None,
+    no_cache: bool,
+) -> None:
+    """Render solved tours and train the tour-image prior (resumable with --resume).
+
+    Builds OUT/data/tours-n{N}-count{COUNT}-seed{DATA_SEED}.npy (reused when it is already
+    there), then trains the DDPM on it into OUT (checkpoint.pt, loss.jsonl). Equivalent to
+    `landprior tsp render-dataset` followed by `landprior diffusion train --preset tsp-cpu
+    --hflip --vflip`.
+    """
+    import torch
+
+    from landprior.diffusion.train import TrainConfig, train
+    from landprior.diffusion.unet import UNetConfig
+    from landprior.tasks.tsp.render import RasterSpec, build_render_dataset
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    spec = RasterSpec()
+    if data_path is None:
+        data_path = out_dir / "data" / f"tours-n{n}-count{count}-seed{data_seed}.npy"
+        meta_path = data_path.with_suffix(".json")
+        if data_path.exists() and meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if (meta.get("count"), meta.get("n"), meta.get("seed")) != (count, n, data_seed):
+                raise click.ClickException(f"{data_path} does not match {meta_path}")
+            logger.info("reusing %s", data_path)
+        else:
+            click.echo(f"rendering {count} solved N={n} tours to {data_path}", err=True)
+            build_render_dataset(
+                data_path,
+                count=count,
+                n=n,
+                seed=data_seed,
+                config=_config(solver, time_budget),
+                workers=workers,
+                cache_dir=_cache(cache_dir, no_cache),
+                spec=spec,
+            )
+    if data_path.suffix != ".npy":
+        raise click.BadParameter(f"must be a .npy file, got {data_path}", param_hint="--data")
+    images = np.load(data_path, mmap_mode="r")
+    res = spec.resolution
+    if images.ndim != 4 or images.shape[1:] != (1, res, res):
+        raise click.ClickException(
+            f"{data_path} holds images of shape {images.shape[1:]}; the TSP prior needs "
+            f"(1, {res}, {res}) tour images (landprior tsp render-dataset)"
+        )
+    unet = UNetConfig.preset(preset)
+    try:
+        config = TrainConfig(
+            steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate, seed=seed,
+            hflip=not no_flips, vflip=not no_flips, checkpoint_every=checkpoint_every,
+            device=device,
+        )  # fmt: skip
+        result = train(images, unet, config, out_dir, resume=resume, progress=not no_progress)
+    except (ValueError, FileExistsError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
+    click.echo(f"step {result.step}: last loss {last}; checkpoint {result.checkpoint}")
+
+
+@group.command("export-prior")
+@click.option(
+    "--checkpoint",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Training checkpoint.pt (or its run folder) of the TSP prior.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Slim checkpoint to write (inference weights only), e.g. models/tsp/tsp50-cpu.pt.",
+)
+@click.option("--no-ema", is_flag=True, help="Export the raw weights instead of the EMA.")
+def export_prior_cmd(checkpoint: Path, out: Path, no_ema: bool) -> None:
+    """Write the inference weights of a trained prior (a few MB) for `tsp solve`."""
+    from landprior.tasks.tsp.diffuse import TSPPriorError, export_prior
+
+    try:
+        path = export_prior(checkpoint, out, use_ema=not no_ema)
+    except TSPPriorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
