@@ -75,7 +75,7 @@ def group() -> None:
               show_default=True, help="Raw-code to class mapping.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--samples-png", type=_OUT, default=None,
-              help="Also save a grid of unconditional samples here.")
+              help="Also save a PNG: real label patches (top) and prior samples (bottom).")
 @_threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_friendly
@@ -107,7 +107,8 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
     result = train_label_prior(labels, out, preset=preset, config=config, resume=True,
                                progress=not no_progress)
     if samples_png is not None:
-        sample_label_grid(result.checkpoint, samples_png, size=patch_size // factor, seed=seed)
+        sample_label_grid(result.checkpoint, samples_png, size=patch_size // factor, seed=seed,
+                          real_patches=labels)
     click.echo(f"prior trained to step {result.step}: {result.checkpoint}")
 
 

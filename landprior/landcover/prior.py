@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from landprior.diffusion.images import save_grid
-from landprior.diffusion.sample import ddpm_sample
+from landprior.diffusion.sample import ddim_sample
 from landprior.diffusion.train import TrainConfig, TrainResult, load_denoiser, train
 from landprior.landcover.classes import CLASS_COLORS, IGNORE_INDEX, NUM_CLASSES, MappingName
 from landprior.landcover.enviroatlas import EnviroAtlas
@@ -100,11 +100,23 @@ def sample_label_grid(
     n: int = 16,
     seed: int = 0,
     scale: int = 4,
+    steps: int = 100,
+    real_patches: np.ndarray | None = None,
 ) -> Path:
-    """Unconditional samples (``size`` x ``size``) of the prior in class colours (PNG grid)."""
+    """Unconditional samples (``size`` x ``size``) of the prior in class colours (PNG grid).
+
+    Samples use ``steps``-step DDIM (eta 0). With ``real_patches`` (N, h, w) uint8, the
+    top half shows real label patches and the bottom half samples, for comparison.
+    """
     denoiser, schedule, meta = load_denoiser(checkpoint)
     channels = int(meta["unet_config"].in_channels)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        x = ddpm_sample(denoiser, schedule, (n, channels, size, size), generator=g)
-    return save_grid(x, out_png, nrow=int(np.ceil(np.sqrt(n))), palette=PALETTE, scale=scale)
+        x = ddim_sample(denoiser, schedule, (n, channels, size, size), steps=steps, generator=g)
+    nrow = int(np.ceil(np.sqrt(n)))
+    if real_patches is not None:
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(real_patches), size=min(n, len(real_patches)), replace=False)
+        real = torch.from_numpy(labels_to_x(real_patches[pick], channels))
+        x = torch.cat([real, x])
+    return save_grid(x, out_png, nrow=nrow, palette=PALETTE, scale=scale)
