@@ -246,6 +246,11 @@ def _atomic_save(obj: Any, path: Path) -> None:
         raise
 
 
+def ema_decay(rate: float, step: int) -> float:
+    """EMA decay at a 1-based ``step``: ``min(rate, (1 + step) / (10 + step))``."""
+    return min(rate, (1.0 + step) / (10.0 + step))
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read a training checkpoint (tensors on CPU) and check its format."""
     path = Path(path)
@@ -525,9 +530,13 @@ def train(
                     )
                 optimizer.step()
                 if ema is not None:
+                    # Warm-up (decay = min(rate, (1 + step) / (10 + step))): without it an
+                    # EMA of a short run keeps rate**steps of the random initialisation
+                    # (0.999**1500 = 22 %), which breaks the CPU-scale priors.
+                    decay = ema_decay(config.ema_rate, step)
                     with torch.no_grad():
                         for e, p in zip(ema.parameters(), model.parameters(), strict=True):
-                            e.lerp_(p, 1.0 - config.ema_rate)
+                            e.lerp_(p, 1.0 - decay)
 
                 value = float(loss.detach())
                 losses.append(value)

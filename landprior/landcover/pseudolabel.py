@@ -39,6 +39,8 @@ class PseudoLabelConfig:
     beta2: float = 0.999
     lr_end: float = 1e-3
     constraint_weight: float = 1.0
+    mi_weight: float = 1.0
+    kl_weight: float = 1.0
     mi_radius: int = 15
     kl_radius: int = 15
     sigma_start: float = 0.2
@@ -120,6 +122,8 @@ def pseudolabel_chips(
             kl_radius=config.kl_radius,
             sigma_start=config.sigma_start,
             sigma_end=config.sigma_end,
+            mi_weight=config.mi_weight,
+            kl_weight=config.kl_weight,
         )
         generator = torch.Generator().manual_seed(config.seed * 100_003 + b)
         step_cb = None if callback is None else (lambda step, b=b: callback(b, step))
