@@ -112,7 +112,9 @@ def sample_label_grid(
     channels = int(meta["unet_config"].in_channels)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        x = ddim_sample(denoiser, schedule, (n, channels, size, size), steps=steps, generator=g)
+        x = ddim_sample(
+            denoiser, schedule, (n, channels, size, size), steps=steps, generator=g, clip_x0=1.0
+        )
     nrow = int(np.ceil(np.sqrt(n)))
     if real_patches is not None:
         rng = np.random.default_rng(seed)
