@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from landprior.engine.schedules import paper_schedule
 from landprior.landcover.constraint import LandCoverConstraint, onehot_to_probs, probs_to_x
 
 log = logging.getLogger(__name__)
+
+InitName = Literal["weak", "weak_argmax"]
+INIT_NAMES: tuple[str, ...] = get_args(InitName)
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,11 @@ class PseudoLabelConfig:
     sigma_end: float = 0.02
     batch_size: int = 32
     seed: int = 0
+    init: str = "weak"
 
     def __post_init__(self) -> None:
+        if self.init not in INIT_NAMES:
+            raise ValueError(f"unknown init {self.init!r}; expected one of {INIT_NAMES}")
         if self.steps < 1:
             raise ValueError(f"pseudolabel steps must be >= 1, got {self.steps}")
         if self.batch_size < 1:
@@ -77,6 +84,15 @@ def _check_inputs(weak: Tensor, clusters: Tensor, num_classes: int | None) -> No
     for name, value in (("weak labels", weak), ("clusters", clusters)):
         if not bool(torch.isfinite(value).all()):
             raise ValueError(f"{name} contain NaN or inf")
+
+
+def _initial_x(weak: Tensor, init: str) -> Tensor:
+    """x at the start: ``2 q - 1`` of the weak labels q ("weak", the paper), or the one-hot
+    of their argmax ("weak_argmax": on the prior's data manifold from the first step)."""
+    if init == "weak_argmax":
+        onehot = torch.nn.functional.one_hot(weak.argmax(dim=1), weak.shape[1])
+        return probs_to_x(onehot.permute(0, 3, 1, 2).to(weak.dtype))
+    return probs_to_x(weak)
 
 
 def pseudolabel_chips(
@@ -130,7 +146,7 @@ def pseudolabel_chips(
         x = infer_point(
             denoiser,
             constraint,
-            probs_to_x(weak[start:stop]),
+            _initial_x(weak[start:stop], config.init),
             schedule,
             t_schedule=t_schedule,
             optimizer="adam",

@@ -65,3 +65,15 @@ def test_bad_inputs() -> None:
 
 def test_agreement_ignores_255() -> None:
     assert agreement(np.array([1, 2, 3]), np.array([1, 255, 0])) == pytest.approx(0.5)
+
+
+def test_weak_argmax_initialisation_starts_on_the_one_hot_manifold() -> None:
+    from landprior.landcover.pseudolabel import _initial_x
+
+    _, _, weak = _scene(n=2)
+    x = _initial_x(weak, "weak_argmax")
+    assert set(x.unique().tolist()) == {-1.0, 1.0}
+    assert torch.equal(x.argmax(1), weak.argmax(1))
+    torch.testing.assert_close(_initial_x(weak, "weak"), 2 * weak - 1)
+    with pytest.raises(ValueError, match="weak_argmax"):
+        PseudoLabelConfig(init="ones")
