@@ -1,0 +1,172 @@
+"""`landprior landcover` end to end on the tiny synthetic dataset, and its error paths.
+
+One module fixture runs the whole chain once (train-prior -> chips -> cluster ->
+pseudolabel -> train-segmenter -> predict -> evaluate) with tiny settings; the tests
+then check what each stage wrote. Errors must be one line: exit code != 0, a message,
+no traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+from click.testing import CliRunner, Result
+
+from landprior.cli import main
+from landprior.landcover.chips import ChipSet
+from landprior.landcover.enviroatlas import EnviroAtlas
+from landprior.landcover.segmenter import load_segmenter
+from tests.landcover.conftest import SOURCE_CITY, TARGET_CITY, TILE_SIZE
+
+
+def _run(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _ok(*args: str | Path) -> Result:
+    result = _run(*args)
+    assert result.exit_code == 0, f"{args}\n{result.output}\n{result.exception!r}"
+    return result
+
+
+def _fails(*args: str | Path, match: str) -> str:
+    """Run a command that must fail with a one-line error containing ``match``."""
+    result = _run(*args)
+    assert result.exit_code != 0, result.output
+    assert isinstance(result.exception, SystemExit), repr(result.exception)  # handled by click
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    assert match in errors[0], result.output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def pipeline(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tiny_root
+    tmp = tmp_path_factory.mktemp("cli")
+    p = {
+        "root": root,
+        "prior": tmp / "prior",
+        "samples": tmp / "prior" / "samples.png",
+        "chips": tmp / "chips" / "green.npz",
+        "source_chips": tmp / "chips" / "source.npz",
+        "clustered": tmp / "chips" / "green_clustered.npz",
+        "pseudo": tmp / "chips" / "green_pseudo.npz",
+        "summary": tmp / "chips" / "green_summary.json",
+        "source_model": tmp / "models" / "source.pt",
+        "model": tmp / "models" / "ours.pt",
+        "preds": tmp / "preds",
+        "scores": tmp / "eval" / "ours.json",
+        "weak_scores": tmp / "eval" / "weak.json",
+    }
+    _ok("landcover", "train-prior", "--data", root, "--city", SOURCE_CITY, "--out", p["prior"],
+        "--patches", "8", "--patch-size", "32", "--factor", "4", "--preset", "landcover-cpu",
+        "--steps", "2", "--batch-size", "4", "--samples-png", p["samples"], "--threads", "1",
+        "--no-progress")
+    _ok("landcover", "chips", "--data", root, "--city", TARGET_CITY, "--split", "test",
+        "--n", "4", "--size", "64", "--out", p["chips"])
+    _ok("landcover", "chips", "--data", root, "--city", SOURCE_CITY, "--split", "train",
+        "--n", "4", "--size", "64", "--out", p["source_chips"])
+    _ok("landcover", "cluster", "--chips", p["chips"], "--out", p["clustered"], "--radius", "2",
+        "--iterations", "3", "--warmup-iterations", "1", "--warmup-radius", "4")
+    _ok("landcover", "pseudolabel", "--prior", p["prior"] / "checkpoint.pt",
+        "--chips", p["clustered"], "--out", p["pseudo"], "--steps", "3", "--window-radius", "3",
+        "--batch-size", "3", "--summary", p["summary"], "--no-progress")
+    _ok("landcover", "train-segmenter", "--chips", p["source_chips"], "--target", "truth",
+        "--out", p["source_model"], "--steps", "2", "--batch-size", "2", "--base-channels", "4",
+        "--depth", "2", "--no-progress")
+    _ok("landcover", "train-segmenter", "--chips", p["pseudo"], "--target", "pseudo",
+        "--init", p["source_model"], "--out", p["model"], "--steps", "2", "--batch-size", "2",
+        "--no-progress")
+    _ok("landcover", "predict", "--data", root, "--city", TARGET_CITY, "--model", p["model"],
+        "--out-dir", p["preds"], "--window", "16", "--overlap", "4", "--probabilities")
+    _ok("landcover", "evaluate", "--data", root, "--city", TARGET_CITY, "--method", "ours",
+        "--predictions", p["preds"], "--out", p["scores"])
+    _ok("landcover", "evaluate", "--data", root, "--city", TARGET_CITY, "--method", "weak",
+        "--weak-labels", "--out", p["weak_scores"])
+    return p
+
+
+def test_prior_and_chips(pipeline: dict[str, Path]) -> None:
+    assert (pipeline["prior"] / "checkpoint.pt").is_file()
+    assert np.load(pipeline["prior"] / "patches.npy").shape == (8, 8, 8)
+    assert pipeline["samples"].read_bytes()[:4] == b"\x89PNG"
+    cs = ChipSet.load(pipeline["chips"])
+    assert len(cs) == 4 and cs.city == TARGET_CITY and cs.image.shape == (4, 4, 16, 16)
+    assert cs.truth is not None and cs.clusters is None
+
+
+def test_cluster_and_pseudolabel(pipeline: dict[str, Path]) -> None:
+    clustered = ChipSet.load(pipeline["clustered"])
+    assert clustered.clusters is not None and clustered.clusters.shape == (4, 5, 16, 16)
+    np.testing.assert_allclose(clustered.clusters.sum(1), 1.0, atol=1e-4)
+    pseudo = ChipSet.load(pipeline["pseudo"])
+    assert pseudo.pseudo is not None and pseudo.pseudo.shape == (4, 16, 16)
+    assert pseudo.pseudo.max() < 5
+    assert pseudo.pseudo_probs is not None and pseudo.pseudo_probs.shape == (4, 5, 16, 16)
+    np.testing.assert_array_equal(pseudo.image, clustered.image)  # earlier fields carried
+    np.testing.assert_array_equal(pseudo.offsets, clustered.offsets)
+    summary = json.loads(pipeline["summary"].read_text())
+    assert summary["city"] == TARGET_CITY and summary["chips"] == 4
+    for key in ("pseudo_label_accuracy", "weak_label_accuracy", "chips_per_second"):
+        assert 0 <= summary[key], key
+    assert summary["pseudo_label_accuracy"] <= 100
+
+
+def test_segmenters_predictions_and_scores(
+    pipeline: dict[str, Path], tiny_dataset: EnviroAtlas
+) -> None:
+    model, meta = load_segmenter(pipeline["model"])
+    assert meta["inputs"] == "image" and meta["downsample"] == 4 and meta["target"] == "pseudo"
+    assert meta["init"] == str(pipeline["source_model"])
+    assert model.config.base_channels == 4  # fine-tuned from the source model's architecture
+    tile = tiny_dataset.tiles(TARGET_CITY, "test")[0]
+    with rasterio.open(pipeline["preds"] / f"{tile.tile_id}_landcover.tif") as src:
+        assert (src.height, src.width) == (TILE_SIZE, TILE_SIZE)
+        assert src.crs == tiny_dataset.profile(tile, "naip")["crs"]
+        assert src.read(1).max() < 5
+    with rasterio.open(pipeline["preds"] / f"{tile.tile_id}_probabilities.tif") as src:
+        assert src.count == 5
+    ours = json.loads(pipeline["scores"].read_text())
+    weak = json.loads(pipeline["weak_scores"].read_text())
+    for scores, method in ((ours, "ours"), (weak, "weak")):
+        assert scores["row"]["method"] == method and scores["row"]["city"] == TARGET_CITY
+        assert 0 <= scores["row"]["accuracy"] <= 100
+        assert scores["scores"]["tiles"] == 1
+        assert scores["scores"]["pixels"] == scores["row"]["pixels"] > 0
+
+
+def test_one_line_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    root, out = pipeline["root"], tmp_path / "out.json"
+    evaluate = ("landcover", "evaluate", "--data", root, "--city", TARGET_CITY, "--method", "m",
+                "--out", out)
+    _fails(*evaluate, match="give exactly one of --predictions DIR or --weak-labels")
+    _fails(*evaluate, "--weak-labels", "--predictions", pipeline["preds"],
+           match="give exactly one of --predictions DIR or --weak-labels")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    _fails(*evaluate, "--predictions", empty, match="not found")
+    assert not out.exists()
+    _fails("landcover", "predict", "--data", root, "--city", TARGET_CITY, "--model",
+           pipeline["model"], "--out-dir", tmp_path / "p", "--tile", "9999999_xx",
+           match="unknown tiles ['9999999_xx'] in synthgreen_nc-2012/test")
+    _fails("landcover", "pseudolabel", "--prior", pipeline["prior"] / "checkpoint.pt",
+           "--chips", pipeline["chips"], "--out", tmp_path / "x.npz", "--no-progress",
+           match="has no clusters; run `landcover cluster`")
+    _fails("landcover", "train-segmenter", "--chips", pipeline["chips"], "--target", "pseudo",
+           "--out", tmp_path / "m.pt", "--no-progress", match="has no 'pseudo' labels")
+    _fails("landcover", "train-segmenter", "--chips", pipeline["source_chips"], "--inputs",
+           "image+weak", "--init", pipeline["source_model"], "--out", tmp_path / "m.pt",
+           "--steps", "1", "--no-progress", match="takes inputs 'image', not 'image+weak'")
+    _fails("landcover", "chips", "--data", root, "--city", "atlantis", "--out", tmp_path / "c.npz",
+           match="unknown city 'atlantis'")
+    _fails("landcover", "chips", "--data", root, "--city", TARGET_CITY, "--size", "30",
+           "--out", tmp_path / "c.npz", match="not divisible by the factor 4")
+    _fails("landcover", "chips", "--data", root, "--city", TARGET_CITY, "--weak-layer",
+           tmp_path / "nowhere", "--out", tmp_path / "c.npz", match="neither a layer")
+    assert not any(tmp_path.glob("*.npz")) and not (tmp_path / "m.pt").exists()

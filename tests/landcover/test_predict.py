@@ -1,0 +1,126 @@
+"""Whole-tile prediction to a paletted GeoTIFF (real rasterio files, a real small U-Net)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from landprior.landcover.chips import sample_city_chips
+from landprior.landcover.classes import CLASS_COLORS
+from landprior.landcover.enviroatlas import EnviroAtlas, Tile
+from landprior.landcover.predict import predict_tile, tile_reader
+from landprior.landcover.segmenter import (
+    SegmentationUNet,
+    SegmenterConfig,
+    SegmenterTrainConfig,
+    predict_array,
+    train_segmenter,
+)
+from landprior.landcover.weak_labels import prior_from_uint8
+from tests.landcover.conftest import SOURCE_CITY, TARGET_CITY, TILE_SIZE
+
+
+def _segmenter(ds: EnviroAtlas, inputs: str) -> SegmentationUNet:
+    """A small U-Net trained for a few steps on source chips (so it predicts several classes)."""
+    chips = sample_city_chips(ds, SOURCE_CITY, "train", 8, size=64, factor=4, seed=0)
+    x, y = chips.training_tensors(inputs=inputs)
+    torch.manual_seed(0)
+    model = SegmenterConfig(in_channels=x.shape[1], base_channels=4, depth=2).build()
+    train_segmenter(model, x, y, SegmenterTrainConfig(steps=6, batch_size=4, lr=1e-2))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def image_model(tiny_dataset: EnviroAtlas) -> SegmentationUNet:
+    return _segmenter(tiny_dataset, "image")
+
+
+@pytest.fixture(scope="module")
+def weak_model(tiny_dataset: EnviroAtlas) -> SegmentationUNet:
+    return _segmenter(tiny_dataset, "image+weak")
+
+
+def _tile(ds: EnviroAtlas) -> Tile:
+    return ds.tiles(TARGET_CITY, "test")[0]
+
+
+def test_tile_reader_reads_windows(tiny_dataset: EnviroAtlas) -> None:
+    ds, tile = tiny_dataset, _tile(tiny_dataset)
+    naip = ds.read(tile, "naip").astype(np.float32) / 255
+    weak = prior_from_uint8(ds.read(tile, "prior"))
+    read = tile_reader(ds, tile, "image")
+    np.testing.assert_array_equal(read(10, 20, 16, 24), naip[:, 10:26, 20:44])
+    read_w = tile_reader(ds, tile, "image+weak")
+    both = read_w(0, 0, 32, 32)
+    assert both.shape == (9, 32, 32) and both.dtype == np.float32
+    np.testing.assert_array_equal(both[:4], naip[:, :32, :32])
+    np.testing.assert_allclose(both[4:], weak[:, :32, :32], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown segmenter inputs 'rgb'"):
+        tile_reader(ds, tile, "rgb")
+
+
+def _check_class_map(path: Path, ds: EnviroAtlas, tile: Tile, expected: np.ndarray) -> None:
+    profile = ds.profile(tile, "naip")
+    with rasterio.open(path) as src:
+        assert src.crs == profile["crs"]
+        assert src.transform == profile["transform"]
+        assert (src.count, src.height, src.width) == (1, TILE_SIZE, TILE_SIZE)
+        assert src.dtypes[0] == "uint8"
+        assert src.nodata == 255
+        cmap = src.colormap(1)
+        for k, rgb in enumerate(CLASS_COLORS):
+            assert cmap[k][:3] == rgb
+        got = src.read(1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_predict_tile_equals_argmax_of_predict_array(
+    tiny_dataset: EnviroAtlas, image_model: SegmentationUNet, tmp_path: Path
+) -> None:
+    ds, tile = tiny_dataset, _tile(tiny_dataset)
+    out = predict_tile(image_model, ds, tile, tmp_path / "pred" / "t.tif", inputs="image",
+                       downsample=4, window=16, overlap=4)
+    assert out == tmp_path / "pred" / "t.tif"
+    image = ds.read(tile, "naip").astype(np.float32) / 255
+    probs = predict_array(image_model, image, window=16, overlap=4, downsample=4)
+    expected = probs.argmax(0).astype(np.uint8)
+    assert len(np.unique(expected)) >= 2  # a trivially constant map would prove little
+    _check_class_map(out, ds, tile, expected)
+    # the class map and its category side-car (.aux.xml), no temporary files
+    assert sorted(p.name for p in out.parent.iterdir()) == ["t.tif", "t.tif.aux.xml"]
+
+
+def test_predict_tile_with_weak_labels_and_probabilities(
+    tiny_dataset: EnviroAtlas, weak_model: SegmentationUNet, tmp_path: Path
+) -> None:
+    ds, tile = tiny_dataset, _tile(tiny_dataset)
+    out = predict_tile(weak_model, ds, tile, tmp_path / "w.tif", inputs="image+weak",
+                       downsample=2, window=32, overlap=8,
+                       probabilities_path=tmp_path / "probs" / "p.tif")
+    image = np.concatenate([ds.read(tile, "naip").astype(np.float32) / 255,
+                            prior_from_uint8(ds.read(tile, "prior"))])
+    probs = predict_array(weak_model, image, window=32, overlap=8, downsample=2)
+    _check_class_map(out, ds, tile, probs.argmax(0).astype(np.uint8))
+    with rasterio.open(tmp_path / "probs" / "p.tif") as src:
+        assert src.count == 5 and src.dtypes[0] == "uint8"
+        assert src.crs == ds.profile(tile, "naip")["crs"]
+        stored = src.read()
+    np.testing.assert_allclose(stored / 255.0, probs, atol=1 / 255)
+    # an image-only model cannot be fed image+weak inputs
+    model4 = SegmenterConfig(base_channels=4, depth=2).build().eval()
+    with pytest.raises(ValueError, match=r"expects \(B, 4, H, W\)"):
+        predict_tile(model4, ds, tile, tmp_path / "x.tif", inputs="image+weak", window=16)
+    assert not (tmp_path / "x.tif").exists()
+
+
+def test_predict_tile_rejects_a_window_larger_than_the_tile(
+    tiny_dataset: EnviroAtlas, image_model: SegmentationUNet, tmp_path: Path
+) -> None:
+    ds, tile = tiny_dataset, _tile(tiny_dataset)
+    with pytest.raises(ValueError, match="smaller than one prediction window"):
+        predict_tile(image_model, ds, tile, tmp_path / "big.tif", downsample=4, window=64)
+    assert not (tmp_path / "big.tif").exists()

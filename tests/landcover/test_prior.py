@@ -1,0 +1,139 @@
+"""The label prior: one-hot scaling, source label patches, training and the sample grid."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib import image as mpimg
+
+from landprior.diffusion.train import TrainConfig, TrainResult, load_denoiser
+from landprior.diffusion.unet import UNetConfig
+from landprior.landcover.enviroatlas import EnviroAtlas
+from landprior.landcover.prior import (
+    labels_to_x,
+    sample_label_grid,
+    source_label_patches,
+    train_label_prior,
+)
+from tests.landcover.conftest import SOURCE_CITY, TARGET_CITY
+
+TINY_PRIOR = UNetConfig.preset("tiny", in_channels=5, image_size=8)
+Trained = tuple[np.ndarray, Path, TrainResult]
+
+
+def test_labels_to_x_is_one_hot_in_minus_one_one() -> None:
+    labels = np.array([[[0, 1, 2], [3, 4, 255]]], dtype=np.uint8)
+    x = labels_to_x(labels)
+    assert x.shape == (1, 5, 2, 3) and x.dtype == np.float32
+    assert set(np.unique(x).tolist()) == {-1.0, 1.0}
+    onehot = (x + 1) / 2
+    for (r, c), k in np.ndenumerate(labels[0]):
+        if k == 255:
+            np.testing.assert_array_equal(x[0, :, r, c], -1.0)  # ignored: no class at all
+        else:
+            expected = -np.ones(5, np.float32)
+            expected[k] = 1.0
+            np.testing.assert_array_equal(x[0, :, r, c], expected)
+            assert onehot[0, :, r, c].sum() == 1
+    # fewer classes than the default is allowed when the labels fit
+    assert labels_to_x(np.zeros((2, 4, 4), np.uint8), num_classes=3).shape == (2, 3, 4, 4)
+    assert (labels_to_x(np.full((1, 2, 2), 255, np.uint8)) == -1).all()
+
+
+def test_labels_to_x_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="reach class 5 >= 5"):
+        labels_to_x(np.array([[[0, 5]]], dtype=np.uint8))
+    with pytest.raises(ValueError, match="reach class 3 >= 3"):
+        labels_to_x(np.array([[[3, 255]]], dtype=np.uint8), num_classes=3)
+    with pytest.raises(ValueError, match=r"\(N, h, w\)"):
+        labels_to_x(np.zeros((4, 4), np.uint8))
+
+
+def test_source_label_patches_shapes_and_determinism(tiny_dataset: EnviroAtlas) -> None:
+    p = source_label_patches(tiny_dataset, SOURCE_CITY, 7, size=32, factor=4, seed=1)
+    assert p.shape == (7, 8, 8) and p.dtype == np.uint8
+    valid = p[p != 255]
+    assert valid.size and valid.max() < 5
+    assert (p == 255).mean(axis=(1, 2)).max() <= 0.05  # max_ignore_fraction
+    assert len(np.unique(p)) >= 2  # real structure, not a constant fill
+    again = source_label_patches(tiny_dataset, SOURCE_CITY, 7, size=32, factor=4, seed=1)
+    np.testing.assert_array_equal(p, again)
+    other = source_label_patches(tiny_dataset, SOURCE_CITY, 7, size=32, factor=4, seed=2)
+    assert not np.array_equal(p, other)
+    big = source_label_patches(tiny_dataset, SOURCE_CITY, 3, size=64, factor=2,
+                               splits=("train", "val"), seed=0)
+    assert big.shape == (3, 32, 32)
+    with pytest.raises(ValueError, match="no split 'train'"):
+        source_label_patches(tiny_dataset, TARGET_CITY, 2, size=32)
+
+
+@pytest.fixture(scope="module")
+def trained_prior(tiny_dataset: EnviroAtlas, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    patches = source_label_patches(tiny_dataset, SOURCE_CITY, 6, size=32, factor=4, seed=0)
+    out = tmp_path_factory.mktemp("prior")
+    config = TrainConfig(steps=3, batch_size=4, lr=1e-3, ema_rate=0.9, checkpoint_every=2)
+    result = train_label_prior(patches, out, preset=TINY_PRIOR, config=config, progress=False)
+    return patches, out, result
+
+
+def test_train_label_prior_writes_a_checkpoint(trained_prior: Trained) -> None:
+    patches, out, result = trained_prior
+    assert result.step == 3 and len(result.losses) == 3
+    assert all(np.isfinite(result.losses))
+    assert result.checkpoint == out / "checkpoint.pt" and result.checkpoint.is_file()
+    log = [json.loads(line) for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
+    denoiser, _, meta = load_denoiser(result.checkpoint)
+    assert meta["step"] == 3 and meta["unet_config"].in_channels == 5
+    x = torch.from_numpy(labels_to_x(patches[:2]))
+    with torch.no_grad():
+        eps = denoiser(x, torch.tensor([10, 500]))
+    assert eps.shape == x.shape
+
+
+def test_train_label_prior_resumes_and_refuses_wrong_classes(
+    trained_prior: Trained, tmp_path: Path
+) -> None:
+    patches, out, _ = trained_prior
+    again = train_label_prior(patches, out, preset=TINY_PRIOR,
+                              config=TrainConfig(steps=3, batch_size=4, lr=1e-3, ema_rate=0.9),
+                              progress=False)
+    assert again.step == 3 and again.losses == []  # already done: nothing retrained
+    with pytest.raises(ValueError, match="5 channels"):
+        train_label_prior(patches, tmp_path / "bad",
+                          preset=UNetConfig.preset("tiny", in_channels=4, image_size=8),
+                          config=TrainConfig(steps=1, batch_size=2), progress=False)
+
+
+def test_sample_label_grid_writes_a_png(trained_prior: Trained, tmp_path: Path) -> None:
+    *_, result = trained_prior
+    png = sample_label_grid(result.checkpoint, tmp_path / "g" / "samples.png", size=8, n=4,
+                            steps=3, scale=2)
+    assert png == tmp_path / "g" / "samples.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    img = mpimg.imread(png)
+    assert img.ndim == 3 and img.shape[2] in (3, 4)
+    # real patches on top: n constant "barren" patches (whatever the pick) above the samples
+    real = np.full((4, 8, 8), 2, np.uint8)
+    with_real = sample_label_grid(result.checkpoint, tmp_path / "both.png", size=8, n=4,
+                                  steps=3, scale=2, real_patches=real)
+    both = mpimg.imread(with_real)[..., :3]
+    assert both.shape[1] == img.shape[1] and both.shape[0] > img.shape[0]
+    from landprior.landcover.prior import PALETTE
+
+    barren = np.asarray(PALETTE[2], dtype=np.float32)
+    pad, cell = 2 * 2, 8 * 2  # padding and cell size in PNG pixels (scale 2)
+
+    def cell_at(r: int, c: int) -> np.ndarray:
+        top, left = pad + r * (cell + pad), pad + c * (cell + pad)
+        return both[top : top + cell, left : left + cell]
+
+    for r, c in ((0, 0), (0, 1), (1, 0), (1, 1)):  # the grid is 2 wide: rows 0-1 are real
+        np.testing.assert_allclose(cell_at(r, c), np.broadcast_to(barren, (cell, cell, 3)),
+                                   atol=0.01)
+    samples = np.concatenate([cell_at(r, c) for r in (2, 3) for c in (0, 1)])
+    assert np.abs(samples - barren).sum(-1).max() > 0.1  # the samples are not all barren
