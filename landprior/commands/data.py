@@ -166,6 +166,21 @@ def info(root: Path, as_json: bool, validate: bool) -> None:
     show_default=True,
     help="Dask chunk side: memory is a few chunk rows, not the tile.",
 )
+@click.option(
+    "--scheduler",
+    "scheduler_address",
+    default=None,
+    metavar="ADDRESS",
+    help="dask.distributed scheduler (tcp://host:8786): compute the chunks on that cluster "
+    "(its workers must see the input files under the same paths). Default: in this process.",
+)
+@click.option(
+    "--scheduler-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=10.0,
+    show_default=True,
+    help="Seconds to wait for the --scheduler to answer and to have a worker.",
+)
 def weak_labels(
     root: Path | None,
     cities: tuple[str, ...],
@@ -186,13 +201,18 @@ def weak_labels(
     blur_kernel: int,
     blur_sigma: float,
     chunk: int,
+    scheduler_address: str | None,
+    scheduler_timeout: float,
 ) -> None:
     """Weak labels: the 5-band uint8 prior layer (NLCD blur 101/31 + roads/water/buildings).
 
     P(class | NLCD) comes from the SOURCE city's labels (--cooccurrence file, or estimated
     from --source-root/--source-city), never from the city being labelled. Each output
-    GeoTIFF is computed lazily and written atomically.
+    GeoTIFF is computed lazily and written atomically. With --scheduler the dask graph of
+    every tile runs on that dask.distributed cluster; this process only writes the results.
     """
+    from contextlib import ExitStack
+
     from landprior.landcover import weak_labels as wl
     from landprior.landcover.enviroatlas import DataError, EnviroAtlas
 
@@ -200,7 +220,45 @@ def weak_labels(
         raise click.UsageError("give exactly one of --root (a dataset) or --nlcd (one raster)")
     if root is None and (cities or split or no_osm):
         raise click.UsageError("--city, --split and --no-osm need --root")
-    params = {"blur_kernel": blur_kernel, "blur_sigma": blur_sigma, "chunk": chunk}
+    params: dict[str, object] = {
+        "blur_kernel": blur_kernel, "blur_sigma": blur_sigma, "chunk": chunk,
+    }  # fmt: skip
+    cluster = ExitStack()  # holds the dask client (if any) until the last tile is written
+    if scheduler_address is not None:
+        from distributed import Client
+        from distributed.comm.addressing import get_address_host_port
+
+        try:  # a malformed address is refused here, before any connection attempt
+            get_address_host_port(scheduler_address)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{exc} (expected a dask scheduler address such as tcp://host:8786)",
+                param_hint="--scheduler",
+            ) from exc
+        # Workers open the rasters themselves (maybe elsewhere): give them absolute paths.
+        root, nlcd, roads, water, buildings = (
+            None if p is None else p.resolve() for p in (root, nlcd, roads, water, buildings)
+        )
+        try:
+            client = cluster.enter_context(Client(scheduler_address, timeout=scheduler_timeout))
+            client.wait_for_workers(1, timeout=scheduler_timeout)
+        except Exception as exc:  # no answer, no worker, a port that is no dask scheduler
+            cluster.close()
+            raise click.ClickException(
+                f"cannot compute on the dask scheduler {scheduler_address!r} (no answer or no "
+                f"worker within {scheduler_timeout:g} s): {type(exc).__name__}: {exc}"
+            ) from exc
+        from dask.optimization import cull
+
+        def on_cluster(expr: object, keys: list, **kwargs: object) -> object:
+            # Send only the tasks the chunk row needs. A lazily sliced row still carries
+            # unneeded input tasks, and distributed's scheduler fails with a KeyError on
+            # those while it still holds the previous row's tasks (seen with 2026.8).
+            graph, _ = cull(dict(expr.__dask_graph__()), keys)  # type: ignore[attr-defined]
+            return client.get(graph, keys, **kwargs)
+
+        params["scheduler"] = on_cluster  # dask calls it like Client.get
+        click.echo(f"computing on the dask scheduler {scheduler_address}")
     try:
         if cooccurrence is not None:
             cooc = wl.load_cooccurrence(cooccurrence)
@@ -249,6 +307,8 @@ def weak_labels(
         click.echo(f"{len(tiles)} tiles; co-occurrence from {origin}")
     except (DataError, FileNotFoundError, ValueError, KeyError) as exc:
         raise click.ClickException(str(exc)) from exc
+    finally:
+        cluster.close()
 
 
 @group.command(name="cluster")

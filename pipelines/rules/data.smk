@@ -1,4 +1,7 @@
 # Stage 1: the dataset (synthetic cities, or the real EnviroAtlas archive) and weak labels.
+import shlex
+
+DASK_SCHEDULER = (config.get("dask") or {}).get("scheduler_address")
 
 
 if config["dataset"]["kind"] == "synthetic":
@@ -68,7 +71,12 @@ rule weak_labels:
     shell:
         "(landprior data weak-labels --root {params.data} --source-city {params.source}"
         " --source-split {params.train_split} --save-cooccurrence {output.cooccurrence}"
-        " --out {params.out} && echo '{{\"done\": true}}' > {output.done}) > {log} 2>&1"
+        " --out {params.out}"
+        # config dask.scheduler_address set: the tiles' chunks are computed on that dask
+        # cluster. Unset, the command is unchanged; toggling it on an existing results
+        # folder is a code change (use --rerun-triggers mtime params input to keep results).
+        + (f" --scheduler {shlex.quote(DASK_SCHEDULER)}" if DASK_SCHEDULER else "")
+        + " && echo '{{\"done\": true}}' > {output.done}) > {log} 2>&1"
 
 
 rule chips:

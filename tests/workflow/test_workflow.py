@@ -1,0 +1,536 @@
+"""Per-stage checks of the Snakemake workflow (issue 5; DESIGN conventions 9 and 11).
+
+Fast checks: ``snakemake --lint``, dry runs of the demo and EnviroAtlas configurations,
+configurations the schema refuses, missing or broken inputs, the profiles.
+
+Slow checks (``-m slow``; CI runs them): the whole pipeline on pipelines/config/tiny.yaml,
+run once for real in a temporary folder (session fixture), then every output is checked:
+class-map GeoTIFFs, metrics.csv, report.md and its figures, the HTML report, resuming.
+
+Every snakemake call runs in a subprocess with its own working directory, so nothing is
+written into the checkout. The pipeline needs no network (synthetic data; the EnviroAtlas
+cases below are set up so that the download step never tries to fetch anything).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+
+from landprior.landcover.classes import CLASS_NAMES
+from landprior.landcover.download import ArchiveSpec
+from landprior.landcover.enviroatlas import EnviroAtlas
+from landprior.landcover.evaluate import METRIC_COLUMNS
+from landprior.landcover.geotiff import (
+    CLASS_NODATA,
+    DEFAULT_CATEGORIES,
+    read_categories,
+    read_class_map,
+)
+from landprior.landcover.synthetic import write_synthetic_dataset
+
+REPO = Path(__file__).resolve().parents[2]
+SNAKEFILE = REPO / "Snakefile"
+CONFIGS = REPO / "pipelines" / "config"
+PROFILES = REPO / "pipelines" / "profiles"
+BIN = Path(sys.executable).parent  # the venv's bin: snakemake, and landprior for the rules
+SNAKEMAKE = shutil.which("snakemake", path=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}")
+
+pytestmark = pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake is not installed")
+
+# Display names of the methods in metrics.csv and report.md (pipelines/rules/common.smk).
+METHOD_NAMES = {
+    "source_supervised": "source supervised",
+    "source_supervised_weak": "source supervised + weak labels",
+    "weak_labels": "weak-label argmax",
+    "ours_scratch": "ours from scratch",
+    "ours_finetuned": "ours fine-tuned",
+}
+# Methods whose maps are predicted per tile (the weak-label baseline has no map).
+MAP_METHODS = ("source_supervised", "source_supervised_weak", "ours_scratch", "ours_finetuned")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+RUN_TIMEOUT_S = 900
+
+
+def snakemake(
+    *args: str, cwd: Path, timeout: float = 300, snakefile: Path = SNAKEFILE
+) -> subprocess.CompletedProcess[str]:
+    """Run snakemake in ``cwd``; stdout and stderr together in ``.stdout``."""
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    return subprocess.run(
+        [str(SNAKEMAKE), "-s", str(snakefile), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """The 'Job stats' table of a snakemake run or dry run: rule -> number of jobs."""
+    lines = output.splitlines()
+    try:
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
+    except StopIteration:
+        return {}
+    counts: dict[str, int] = {}
+    for line in lines[start + 3 :]:  # skip the header and the dashes
+        parts = line.split()
+        if len(parts) != 2 or parts[0] == "total" or not parts[1].isdigit():
+            break
+        counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def executed_jobs(output: str) -> dict[str, int]:
+    """Jobs a (dry) run went through, from their headers: rule -> number of jobs.
+
+    Unlike 'Job stats' (printed once, before a checkpoint re-plans the DAG), this counts
+    the jobs added after the dataset checkpoint too.
+    """
+    counts: dict[str, int] = {}
+    for rule in re.findall(r"^(?:local)?(?:rule|checkpoint) (\w+):$", output, re.MULTILINE):
+        counts[rule] = counts.get(rule, 0) + 1
+    return counts
+
+
+def tiny_config(**changes: Any) -> dict[str, Any]:
+    """pipelines/config/tiny.yaml with ``changes`` ("prior.steps"-style keys) applied."""
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text(encoding="utf-8"))
+    for dotted, value in changes.items():
+        *parents, last = dotted.split(".")
+        node = config
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    return config
+
+
+def write_config(folder: Path, config: dict[str, Any], name: str = "config.yaml") -> Path:
+    path = folder / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- fast checks
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    result = snakemake("--lint", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    assert "Congratulations, your workflow is in a good condition!" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["demo", "enviroatlas"])
+def test_dry_run(tmp_path: Path, name: str) -> None:
+    result = snakemake("-n", f"--configfile={CONFIGS / f'{name}.yaml'}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    jobs = job_counts(result.stdout)
+    # before the dataset checkpoint has run, the DAG ends at the jobs that do not need
+    # the tile lists; the checkpoint re-plans the rest after it completes
+    assert jobs.get("dataset") == 1 and jobs.get("all") == 1, result.stdout
+    assert {"metrics_table", "report"} <= jobs.keys(), jobs
+    assert "This was a dry-run" in result.stdout
+    assert not list(tmp_path.glob("results*/**/*.tif")), "a dry run wrote outputs"
+
+
+@pytest.mark.parametrize(
+    ("changes", "messages"),
+    [
+        # out of range
+        ({"prior.steps": 0}, ["0 is less than the minimum of 1", "['prior']['steps']"]),
+        # wrong type
+        ({"chip_size": "big"}, ["'big' is not of type 'integer'", "['chip_size']"]),
+        # not one of the allowed values; a misspelt key
+        ({"weak_labels.mode": "magic"}, ["'magic' is not one of ['layer', 'compute']"]),
+        ({"chip_sise": 64}, ["Additional properties are not allowed", "'chip_sise'"]),
+    ],
+    ids=["steps-0", "chip_size-str", "mode-enum", "typo"],
+)
+def test_bad_config_fails_early_with_the_schema_message(
+    tmp_path: Path, changes: dict[str, Any], messages: Sequence[str]
+) -> None:
+    config = write_config(tmp_path, tiny_config(**changes))
+    result = snakemake("-n", f"--configfile={config}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Error validating config file" in result.stdout, result.stdout
+    for message in messages:
+        assert message in result.stdout, result.stdout
+    assert not (tmp_path / "results").exists(), "nothing may run on an invalid configuration"
+
+
+def enviroatlas_config(root: Path, download_root: Path, results: Path) -> dict[str, Any]:
+    """The tiny configuration, but reading a dataset in the EnviroAtlas layout at ``root``."""
+    config = tiny_config(results=str(results))
+    config["dataset"] = {
+        "kind": "enviroatlas", "root": str(root), "download_root": str(download_root),
+    }  # fmt: skip
+    return config
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset in the EnviroAtlas layout (copied before tests break it)."""
+    return write_synthetic_dataset(tmp_path_factory.mktemp("synthetic") / "tiny", size="tiny")
+
+
+def test_bad_archive_fails_with_what_to_download(tmp_path: Path) -> None:
+    """An archive that is not the EnviroAtlas one: the md5 check says what to fetch, where.
+
+    (With no archive at all the dataset rule would try to download it, so the test puts a
+    wrong file where the archive belongs: no network is touched.)
+    """
+    spec = ArchiveSpec.from_manifest()
+    download = tmp_path / "downloads"
+    download.mkdir()
+    (download / spec.filename).write_bytes(b"not the EnviroAtlas archive")
+    config = enviroatlas_config(download / spec.extracts_to, download, tmp_path / "results")
+    result = snakemake(
+        "--cores", "1", "--show-failed-logs",
+        f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Error in rule dataset" in result.stdout, result.stdout
+    assert "is not a known version of this archive" in result.stdout
+    assert spec.urls[0] in result.stdout and str(download / spec.filename) in result.stdout
+    assert not (download / spec.extracts_to / spec.marker).exists()
+
+
+def broken_copy(root: Path, where: Path) -> tuple[Path, Path]:
+    """A copy of ``root``; returns it and the NLCD layer of its first source train tile."""
+    copy = Path(shutil.copytree(root, where))
+    dataset = EnviroAtlas(copy)
+    source = next(c for c, role in dataset.roles.items() if role == "source")
+    tile = dataset.tiles(source, "train")[0]
+    return copy, dataset.path(tile, "nlcd")
+
+
+def test_missing_input_file_fails_with_its_name(synthetic_root: Path, tmp_path: Path) -> None:
+    data, nlcd = broken_copy(synthetic_root, tmp_path / "data")
+    nlcd.unlink()
+    results = tmp_path / "results"
+    config = enviroatlas_config(data, tmp_path / "downloads", results)
+    result = snakemake(
+        f"{results}/weak_labels/done.json", "--cores", "1", "--show-failed-logs",
+        f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "Error in rule weak_labels" in result.stdout, result.stdout
+    assert f"missing layer file {nlcd}" in result.stdout, result.stdout
+    # a failed job never leaves its outputs behind as if complete
+    assert not (results / "weak_labels" / "done.json").exists()
+
+
+def test_wrong_crs_fails_with_the_library_message(synthetic_root: Path, tmp_path: Path) -> None:
+    data, nlcd = broken_copy(synthetic_root, tmp_path / "data")
+    roads = nlcd.with_name(nlcd.name.replace("_b_nlcd.tif", "_c_roads.tif"))
+    with rasterio.open(roads, "r+") as dst:
+        dst.crs = "EPSG:4326"
+    results = tmp_path / "results"
+    config = enviroatlas_config(data, tmp_path / "downloads", results)
+    result = snakemake(
+        f"{results}/weak_labels/done.json", "--cores", "1", "--show-failed-logs",
+        f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert re.search(r"roads raster CRS EPSG:4326 != NLCD CRS EPSG:\d+", result.stdout), (
+        result.stdout
+    )
+    assert not (results / "weak_labels" / "done.json").exists()
+
+
+# --------------------------------------------------------------------------- profiles
+
+
+@pytest.mark.parametrize("name", ["local", "slurm"])
+def test_profile_is_valid_yaml(name: str) -> None:
+    profile = yaml.safe_load((PROFILES / name / "config.yaml").read_text(encoding="utf-8"))
+    assert isinstance(profile, dict) and profile
+    assert all(isinstance(key, str) for key in profile)
+
+
+def test_slurm_profile_settings() -> None:
+    profile = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text(encoding="utf-8"))
+    assert profile["executor"] == "slurm"
+    assert {"slurm_partition", "runtime", "mem_mb"} <= profile["default-resources"].keys()
+    assert profile["jobs"] > 0 and profile["latency-wait"] > 0 and profile["retries"] >= 1
+    assert profile["keep-going"] is True and profile["printshellcmds"] is True
+    for rule in ("train_prior", "pseudolabel"):
+        assert profile["set-resources"][rule]["slurm_extra"] == "'--gres=gpu:1'"
+    # every rule named there exists in the workflow
+    rules = set(re.findall(r"^(?:rule|checkpoint) (\w+):", _workflow_text(), re.MULTILINE))
+    assert set(profile["set-resources"]) <= rules
+
+
+def _workflow_text() -> str:
+    texts = [SNAKEFILE.read_text(encoding="utf-8")]
+    texts += [p.read_text(encoding="utf-8") for p in (REPO / "pipelines" / "rules").glob("*.smk")]
+    # rules inside `if` blocks are indented
+    return "\n".join(line.strip() for text in texts for line in text.splitlines())
+
+
+def test_slurm_profile_resources_parse(tmp_path: Path) -> None:
+    """Everything but the executor (the plugin is not installed here) is taken by snakemake."""
+    profile = yaml.safe_load((PROFILES / "slurm" / "config.yaml").read_text(encoding="utf-8"))
+    del profile["executor"]
+    (tmp_path / "profile").mkdir()
+    write_config(tmp_path / "profile", profile)
+    result = snakemake(
+        "-n", "--profile", str(tmp_path / "profile"), "--forcerun", "dataset",
+        f"--configfile={CONFIGS / 'enviroatlas.yaml'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert "slurm_partition=cpu" in result.stdout and "runtime=240" in result.stdout
+
+
+def test_local_profile_dry_run(tmp_path: Path) -> None:
+    result = snakemake(
+        "-n", "--profile", str(PROFILES / "local"),
+        f"--configfile={CONFIGS / 'tiny.yaml'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout
+    assert job_counts(result.stdout).get("dataset") == 1, result.stdout
+
+
+# --------------------------------------------------------------------------- the full run
+
+
+@dataclass(frozen=True)
+class TinyRun:
+    """The tiny pipeline, run for real once: where it ran and what it wrote."""
+
+    workdir: Path
+    results: Path
+    data: EnviroAtlas
+    targets: tuple[str, ...]
+    split: str
+    output: str
+
+    def tiles(self, city: str) -> list[Any]:
+        return self.data.tiles(city, self.split)
+
+    def snakemake(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return snakemake(
+            *args, f"--configfile={CONFIGS / 'tiny.yaml'}", cwd=self.workdir, timeout=timeout
+        )
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> TinyRun:
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    config = yaml.safe_load((CONFIGS / "tiny.yaml").read_text(encoding="utf-8"))
+    result = snakemake(
+        "--cores", "2", "--show-failed-logs", f"--configfile={CONFIGS / 'tiny.yaml'}",
+        cwd=workdir, timeout=RUN_TIMEOUT_S,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-20000:]
+    return TinyRun(
+        workdir=workdir,
+        results=workdir / config["results"],
+        data=EnviroAtlas(workdir / config["dataset"]["root"]),
+        targets=tuple(config["target_cities"]),
+        split=config["test_split"],
+        output=result.stdout,
+    )
+
+
+def class_maps(run: TinyRun) -> list[tuple[Path, Any]]:
+    """Every class-map GeoTIFF the run must have written, with its tile."""
+    maps = []
+    for city in run.targets:
+        for tile in run.tiles(city):
+            maps.append((run.results / city / f"{tile.tile_id}_landcover.tif", tile))
+            for method in MAP_METHODS:
+                folder = run.results / "predictions" / method / city
+                maps.append((folder / f"{tile.tile_id}_landcover.tif", tile))
+    return maps
+
+
+@pytest.mark.slow
+def test_run_did_every_stage(tiny_run: TinyRun) -> None:
+    jobs = executed_jobs(tiny_run.output)
+    expected = {
+        "dataset", "weak_labels", "chips", "cluster", "train_prior", "pseudolabel",
+        "segmenter_source", "segmenter_finetune", "segmenter_scratch", "predict",
+        "final_map", "evaluate_maps", "evaluate_weak_labels", "metrics_table", "report", "all",
+    }  # fmt: skip
+    assert expected <= jobs.keys(), jobs
+    n_tiles = sum(len(tiny_run.tiles(c)) for c in tiny_run.targets)
+    assert jobs["predict"] == len(MAP_METHODS) * n_tiles
+    assert jobs["final_map"] == n_tiles
+    # atomic writers leave no temporary files behind
+    leftovers = [p for p in tiny_run.results.rglob("*") if p.name.endswith((".tmp", ".part"))]
+    assert not leftovers
+
+
+@pytest.mark.slow
+def test_class_maps_are_georeferenced_paletted_cogs(tiny_run: TinyRun) -> None:
+    maps = class_maps(tiny_run)
+    assert maps
+    expected_colours = DEFAULT_CATEGORIES.colormap()
+    for path, tile in maps:
+        assert path.is_file(), path
+        assert path.with_name(path.name + ".aux.xml").is_file(), path
+        with rasterio.open(tiny_run.data.path(tile, "naip")) as naip:
+            crs, transform, shape = naip.crs, naip.transform, naip.shape
+        with rasterio.open(path) as src:
+            assert src.count == 1 and src.dtypes[0] == "uint8", path
+            assert src.crs == crs, path
+            assert src.transform.almost_equals(transform), (path, src.transform, transform)
+            assert src.shape == shape, path
+            assert src.nodata == CLASS_NODATA == 255
+            assert src.overviews(1), f"{path} has no overviews"
+            colours = src.colormap(1)
+            for value in range(len(CLASS_NAMES)):
+                assert colours[value] == expected_colours[value], (path, value)
+        assert read_categories(path) == tuple(CLASS_NAMES)
+        class_map = read_class_map(path)
+        assert class_map.names == tuple(CLASS_NAMES)
+        assert class_map.crs == crs and class_map.nodata == 255
+        values = np.unique(class_map.classes)
+        assert set(values.tolist()) <= {*range(len(CLASS_NAMES)), CLASS_NODATA}, values
+        assert (class_map.classes != CLASS_NODATA).any(), f"{path} is all nodata"
+
+
+@pytest.mark.slow
+def test_final_maps_are_the_fine_tuned_predictions(tiny_run: TinyRun) -> None:
+    for city in tiny_run.targets:
+        for tile in tiny_run.tiles(city):
+            final = tiny_run.results / city / f"{tile.tile_id}_landcover.tif"
+            pred = tiny_run.results / "predictions" / "ours_finetuned" / city / final.name
+            assert final.read_bytes() == pred.read_bytes()
+
+
+@pytest.mark.slow
+def test_metrics_csv(tiny_run: TinyRun) -> None:
+    with (tiny_run.results / "metrics.csv").open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames or ()) == METRIC_COLUMNS
+        rows = list(reader)
+    pairs = [(row["method"], row["city"]) for row in rows]
+    expected = {(m, c) for m in METHOD_NAMES.values() for c in tiny_run.targets}
+    assert sorted(pairs) == sorted(expected), "one row per method x target city"
+    for row in rows:
+        for column in ("accuracy", "miou"):
+            assert 0.0 <= float(row[column]) <= 100.0, row
+        for column in (c for c in METRIC_COLUMNS if c.startswith("iou_")):
+            # empty: the class is in neither the truth nor the map (IoU undefined)
+            assert row[column] == "" or 0.0 <= float(row[column]) <= 100.0, row
+        assert int(row["pixels"]) > 0
+        assert int(row["tiles"]) == len(tiny_run.tiles(row["city"]))
+
+
+@pytest.mark.slow
+def test_report_md_and_figures(tiny_run: TinyRun) -> None:
+    report = tiny_run.results / "report.md"
+    text = report.read_text(encoding="utf-8")
+    for city in tiny_run.targets:
+        assert city in text
+    for name in METHOD_NAMES.values():
+        assert f"| {name} |" in text, name
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    assert images, "report.md shows no figures"
+    for ref in images:
+        assert (report.parent / ref).is_file(), ref
+    figures = sorted((tiny_run.results / "figures").glob("*.png"))
+    assert figures
+    assert {(report.parent / ref).resolve() for ref in images} <= {p.resolve() for p in figures}
+    from PIL import Image
+
+    for png in figures:
+        assert png.read_bytes()[:8] == PNG_SIGNATURE, png
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            assert image.format == "PNG" and min(image.size) > 0
+
+
+@pytest.mark.slow
+def test_html_report(tiny_run: TinyRun) -> None:
+    html = tiny_run.workdir / "report.html"
+    result = tiny_run.snakemake("--report", str(html))
+    assert result.returncode == 0, result.stdout
+    assert html.is_file() and html.stat().st_size > 10_000
+    assert "<html" in html.read_text(encoding="utf-8", errors="replace")[:2000].lower()
+
+
+@pytest.mark.slow
+def test_second_run_has_nothing_to_do(tiny_run: TinyRun) -> None:
+    result = tiny_run.snakemake("-n")
+    assert result.returncode == 0, result.stdout
+    assert "Nothing to be done" in result.stdout, job_counts(result.stdout)
+
+
+def delete_prediction(run: TinyRun, method: str) -> tuple[Path, str]:
+    """Delete the first target tile's map of ``method``; returns it and its target name."""
+    city = run.targets[0]
+    tile = run.tiles(city)[0]
+    path = run.results / "predictions" / method / city / f"{tile.tile_id}_landcover.tif"
+    path.unlink()
+    return path, str(path.relative_to(run.workdir))
+
+
+@pytest.mark.slow
+def test_deleted_final_prediction_plans_only_what_depends_on_it(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    """Resuming plans only the rules downstream of a missing map (dry run, then restored).
+
+    (A missing intermediate file whose consumers are up to date is not rebuilt on its own,
+    so the deleted map is asked for explicitly next to the default target.)
+    """
+    city = tiny_run.targets[0]
+    tile = tiny_run.tiles(city)[0]
+    kept = tmp_path / "kept.tif"
+    source = tiny_run.results / "predictions" / "ours_finetuned" / city
+    shutil.copy2(source / f"{tile.tile_id}_landcover.tif", kept)
+    deleted, target = delete_prediction(tiny_run, "ours_finetuned")
+    try:
+        planned = tiny_run.snakemake("-n", "all", target)
+    finally:
+        shutil.copy2(kept, deleted)  # same bytes and mtime: up to date again
+    assert planned.returncode == 0, planned.stdout
+    assert job_counts(planned.stdout) == {
+        "predict": 1,  # the deleted map itself
+        "evaluate_maps": 1,  # its method x city scores
+        "final_map": 1,  # results/<city>/<tile>_landcover.tif is a copy of it
+        "metrics_table": 1,
+        "report": 1,  # the report draws the fine-tuned maps
+        "all": 1,
+    }, planned.stdout
+    assert "Nothing to be done" in tiny_run.snakemake("-n").stdout
+
+
+@pytest.mark.slow
+def test_deleted_prediction_reruns_only_what_depends_on_it(tiny_run: TinyRun) -> None:
+    """A real resume: the missing map is rebuilt and only its dependants are redone."""
+    deleted, target = delete_prediction(tiny_run, "source_supervised_weak")
+    # this method's maps are not drawn in the report, but its scores are in the table
+    downstream = {"predict": 1, "evaluate_maps": 1, "metrics_table": 1, "report": 1, "all": 1}
+    planned = tiny_run.snakemake("-n", "all", target)
+    assert planned.returncode == 0, planned.stdout
+    assert executed_jobs(planned.stdout) == downstream, planned.stdout
+    done = tiny_run.snakemake("--cores", "2", "all", target)
+    assert done.returncode == 0, done.stdout[-20000:]
+    assert executed_jobs(done.stdout) == downstream, done.stdout
+    assert deleted.is_file()
+    with rasterio.open(deleted) as src:
+        assert src.colormap(1) and src.overviews(1)
+    again = tiny_run.snakemake("-n")
+    assert "Nothing to be done" in again.stdout, again.stdout
