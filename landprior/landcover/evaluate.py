@@ -43,8 +43,11 @@ def _row_blocks(height: int, width: int, rows: int = BLOCK_ROWS) -> Iterable[Win
 def _check_grid(path: Path, src: rasterio.io.DatasetReader, profile: Mapping) -> None:
     if src.crs != profile["crs"]:
         raise ValueError(f"{path}: CRS {src.crs} differs from the labels' CRS {profile['crs']}")
+    # Absolute tolerance in map units (a millionth of a pixel): a relative one scales with
+    # the coordinates (rtol 1e-5 of a UTM northing is ~40 m) and lets shifted maps through.
+    atol = 1e-6 * abs(profile["transform"].a)
     if (src.height, src.width) != (profile["height"], profile["width"]) or not np.allclose(
-        tuple(src.transform)[:6], tuple(profile["transform"])[:6]
+        tuple(src.transform)[:6], tuple(profile["transform"])[:6], rtol=0, atol=atol
     ):
         raise ValueError(
             f"{path}: grid {src.height}x{src.width} {tuple(src.transform)[:6]} differs from "

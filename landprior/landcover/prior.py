@@ -21,6 +21,7 @@ import torch
 from landprior.diffusion.images import save_grid
 from landprior.diffusion.sample import ddim_sample
 from landprior.diffusion.train import TrainConfig, TrainResult, load_denoiser, train
+from landprior.diffusion.unet import UNetConfig
 from landprior.landcover.classes import CLASS_COLORS, IGNORE_INDEX, NUM_CLASSES, MappingName
 from landprior.landcover.enviroatlas import EnviroAtlas
 from landprior.landcover.tiling import sample_label_patches
@@ -81,15 +82,23 @@ def train_label_prior(
     patches: np.ndarray,
     out_dir: str | Path,
     *,
-    preset: str = "landcover-cpu",
+    preset: str | UNetConfig = "landcover-cpu",
     config: TrainConfig | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> TrainResult:
-    """Train the DDPM on label patches (N, h, w) uint8; checkpoints in ``out_dir``."""
+    """Train the DDPM on label patches (N, h, w) uint8; checkpoints in ``out_dir``.
+
+    ``preset`` names a U-Net preset (or is a ``UNetConfig``); its input and output
+    channels are set to the number of classes of the one-hot patches.
+    """
     x = torch.from_numpy(labels_to_x(patches))
+    channels = x.shape[1]
+    unet = UNetConfig.preset(preset) if isinstance(preset, str) else preset
+    if unet.in_channels != channels or unet.out_channels != channels:
+        unet = unet.replace(in_channels=channels, out_channels=channels)
     config = config or TrainConfig(steps=2000, batch_size=32, lr=2e-4, ema_rate=0.999)
-    return train(x, preset, config, out_dir, resume=resume, progress=progress)
+    return train(x, unet, config, out_dir, resume=resume, progress=progress)
 
 
 def sample_label_grid(

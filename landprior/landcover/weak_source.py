@@ -57,7 +57,11 @@ def weak_reader(dataset: EnviroAtlas, spec: str | Path) -> WeakReader:
                     f"{path}: grid {src.height}x{src.width} {src.crs} differs from the imagery "
                     f"grid {naip['height']}x{naip['width']} {naip['crs']}"
                 )
-            if not np.allclose(tuple(src.transform)[:6], tuple(naip["transform"])[:6]):
+            # absolute tolerance (a millionth of a pixel): rtol would scale with coordinates
+            atol = 1e-6 * abs(naip["transform"].a)
+            if not np.allclose(
+                tuple(src.transform)[:6], tuple(naip["transform"])[:6], rtol=0, atol=atol
+            ):
                 raise ValueError(f"{path}: transform differs from the imagery's transform")
             return prior_from_uint8(src.read(window=window))
 
