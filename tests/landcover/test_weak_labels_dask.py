@@ -18,7 +18,6 @@ import rasterio
 from click.testing import CliRunner
 
 from landprior.cli import main
-from landprior.landcover.synthetic import write_synthetic_dataset
 
 distributed = pytest.importorskip("distributed")
 
@@ -27,9 +26,10 @@ SOURCE = "synthsource_pa-2010"
 SMALL = ["--blur-kernel", "21", "--blur-sigma", "6", "--chunk", "64"]
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_synthetic_dataset(tmp_path_factory.mktemp("synth") / "tiny", size="tiny")
+@pytest.fixture
+def dataset(tiny_root: Path) -> Path:
+    """The session's tiny synthetic dataset (tests/landcover/conftest.py), read only."""
+    return tiny_root
 
 
 def local_cluster(n_workers: int) -> distributed.LocalCluster:
