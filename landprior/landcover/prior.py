@@ -89,14 +89,17 @@ def train_label_prior(
 ) -> TrainResult:
     """Train the DDPM on label patches (N, h, w) uint8; checkpoints in ``out_dir``.
 
-    ``preset`` names a U-Net preset (or is a ``UNetConfig``); its input and output
-    channels are set to the number of classes of the one-hot patches.
+    ``preset`` names a U-Net preset, whose input and output channels are set to the number
+    of classes of the one-hot patches; an explicit ``UNetConfig`` is used as given (a
+    channel mismatch is then an error).
     """
     x = torch.from_numpy(labels_to_x(patches))
     channels = x.shape[1]
-    unet = UNetConfig.preset(preset) if isinstance(preset, str) else preset
-    if unet.in_channels != channels or unet.out_channels != channels:
-        unet = unet.replace(in_channels=channels, out_channels=channels)
+    unet = preset
+    if isinstance(preset, str):
+        unet = UNetConfig.preset(preset)
+        if unet.in_channels != channels or unet.out_channels != channels:
+            unet = unet.replace(in_channels=channels, out_channels=channels)
     config = config or TrainConfig(steps=2000, batch_size=32, lr=2e-4, ema_rate=0.999)
     return train(x, unet, config, out_dir, resume=resume, progress=progress)
 
