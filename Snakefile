@@ -15,6 +15,16 @@ validate(config, "pipelines/schemas/config.schema.yaml")
 
 
 include: "pipelines/rules/common.smk"
+
+
+# Downloads need the internet and copies are trivial: never send them to compute nodes.
+localrules:
+    all,
+    dataset,
+    final_map,
+    metrics_table,
+
+
 include: "pipelines/rules/data.smk"
 include: "pipelines/rules/prior.smk"
 include: "pipelines/rules/pseudolabel.smk"

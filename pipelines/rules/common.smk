@@ -25,6 +25,14 @@ SEGMENTER_OF = {
     "ours_finetuned": f"{RESULTS}/segmenter/finetuned_{{city}}.pt",
 }
 
+if config["dataset"]["kind"] == "enviroatlas":
+    _expected_root = str(Path(config["dataset"]["download_root"]) / "enviroatlas_lotp")
+    if str(Path(DATA)) != _expected_root:
+        raise ValueError(
+            f"dataset.root is {DATA!r} but the archive extracts to {_expected_root!r} "
+            "(download_root/enviroatlas_lotp); make them agree in the configuration"
+        )
+
 wildcard_constraints:
     city="[A-Za-z0-9_.-]+",
     tile="[A-Za-z0-9_.-]+",
