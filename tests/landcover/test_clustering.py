@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from affine import Affine
 from rasterio.transform import from_origin
 
-from landprior.landcover import clustering
+from landprior.landcover import boxfilter
 from landprior.landcover.clustering import (
     box_mean,
     cluster_geotiff,
@@ -41,7 +41,7 @@ def checkerboard(
 def test_box_mean_matches_avg_pool(
     radius: int, matmul: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(clustering, "_MATMUL_MAX_SIDE", 256 if matmul else 0)
+    monkeypatch.setattr(boxfilter, "_MATMUL_MAX_SIDE", 256 if matmul else 0)
     x = torch.rand(2, 3, 37, 29, generator=torch.Generator().manual_seed(1))
     got = box_mean(x, radius)
     if radius == 0:
