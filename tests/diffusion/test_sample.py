@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -20,14 +19,6 @@ from landprior.diffusion.sample import (
 from landprior.diffusion.schedule import NoiseSchedule
 from landprior.engine.toy import GaussianMixtureDenoiser
 from tests.engine.helpers import tiny_net_denoiser
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture

@@ -23,15 +23,6 @@ from landprior.diffusion.train import (
 from landprior.diffusion.unet import UNetConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread, above all on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _toy_images(n: int = 24, size: int = 16, channels: int = 1) -> torch.Tensor:
     """Seeded images in [-1, 1]: vertical bars at random positions (strong structure)."""
     g = torch.Generator().manual_seed(123)

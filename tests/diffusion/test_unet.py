@@ -19,16 +19,6 @@ from landprior.diffusion.unet import (
     load_guided_diffusion_checkpoint,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run fastest on one thread, above all on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # A small config that still exercises every block type.
 SMALL = UNetConfig(
     image_size=16,
