@@ -222,7 +222,8 @@ def broken_copy(root: Path, where: Path) -> tuple[Path, Path]:
 
 
 def test_missing_input_file_fails_with_its_name(synthetic_root: Path, tmp_path: Path) -> None:
-    data, nlcd = broken_copy(synthetic_root, tmp_path / "data")
+    # the dataset lies where the archive extracts: download_root/enviroatlas_lotp
+    data, nlcd = broken_copy(synthetic_root, tmp_path / "downloads" / "enviroatlas_lotp")
     nlcd.unlink()
     results = tmp_path / "results"
     config = enviroatlas_config(data, tmp_path / "downloads", results)
@@ -238,7 +239,8 @@ def test_missing_input_file_fails_with_its_name(synthetic_root: Path, tmp_path: 
 
 
 def test_wrong_crs_fails_with_the_library_message(synthetic_root: Path, tmp_path: Path) -> None:
-    data, nlcd = broken_copy(synthetic_root, tmp_path / "data")
+    # the dataset lies where the archive extracts: download_root/enviroatlas_lotp
+    data, nlcd = broken_copy(synthetic_root, tmp_path / "downloads" / "enviroatlas_lotp")
     roads = nlcd.with_name(nlcd.name.replace("_b_nlcd.tif", "_c_roads.tif"))
     with rasterio.open(roads, "r+") as dst:
         dst.crs = "EPSG:4326"
@@ -534,3 +536,10 @@ def test_deleted_prediction_reruns_only_what_depends_on_it(tiny_run: TinyRun) ->
         assert src.colormap(1) and src.overviews(1)
     again = tiny_run.snakemake("-n")
     assert "Nothing to be done" in again.stdout, again.stdout
+
+
+def test_enviroatlas_root_must_be_where_the_archive_extracts(tmp_path: Path) -> None:
+    config = enviroatlas_config(tmp_path / "elsewhere", tmp_path / "downloads", tmp_path / "r")
+    result = snakemake("-n", f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "archive extracts to" in result.stdout + result.stderr
