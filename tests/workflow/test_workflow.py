@@ -542,4 +542,4 @@ def test_enviroatlas_root_must_be_where_the_archive_extracts(tmp_path: Path) -> 
     config = enviroatlas_config(tmp_path / "elsewhere", tmp_path / "downloads", tmp_path / "r")
     result = snakemake("-n", f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path)
     assert result.returncode != 0
-    assert "archive extracts to" in result.stdout + result.stderr
+    assert "archive extracts to" in result.stdout, result.stdout
