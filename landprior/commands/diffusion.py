@@ -219,3 +219,23 @@ def sample_cmd(
     click.echo(
         f"{n} samples ({sampler}, step {meta['step']}, {meta['weights']} weights) -> {out_path}"
     )
+
+
+@group.command(name="export")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, path_type=Path),
+              help="checkpoint.pt of a training run (or the run folder).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Slim checkpoint to write (inference weights only).")
+@click.option("--no-ema", is_flag=True, help="Export the raw weights instead of the EMA.")
+def export_cmd(checkpoint: Path, out: Path, no_ema: bool) -> None:
+    """Keep one set of weights of a training run: a few MB that sampling and inference read.
+
+    The copy cannot be resumed (no optimizer, EMA or random states).
+    """
+    from landprior.diffusion.train import export_inference_checkpoint
+
+    try:
+        path = export_inference_checkpoint(checkpoint, out, use_ema=not no_ema)
+    except (ValueError, FileNotFoundError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(f"exported {checkpoint} -> {path} ({path.stat().st_size / 1e6:.1f} MB)")

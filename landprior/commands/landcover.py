@@ -112,6 +112,51 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
     click.echo(f"prior trained to step {result.step}: {result.checkpoint}")
 
 
+@group.command(name="install-prior")
+@click.option("--checkpoint", required=True, type=click.Path(exists=True, path_type=Path),
+              help="A trained label prior (training run folder, checkpoint.pt or an export).")
+@click.option("--data", "root", required=True, type=_DATA, help="Dataset root (EnviroAtlas).")
+@click.option("--city", required=True, help="Source city id (real patches for the PNG).")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Run folder to write checkpoint.pt into.")
+@click.option("--patch-size", type=click.IntRange(min=8), default=128, show_default=True,
+              help="Patch size in 1 m pixels.")
+@click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Mode-downsampling factor.")
+@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
+              show_default=True, help="Raw-code to class mapping.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--samples-png", type=_OUT, default=None,
+              help="Also save a PNG: real label patches (top) and prior samples (bottom).")
+@_threads_option
+@_friendly
+def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size: int,
+                  factor: int, mapping: str, seed: int, samples_png: Path | None,
+                  threads: int | None) -> None:
+    """Use an already trained label prior (e.g. the shipped one) instead of training one.
+
+    Checks the prior's class count against the class table, copies its EMA weights to
+    OUT/checkpoint.pt and draws the same sample grid as train-prior.
+    """
+    from landprior.landcover.enviroatlas import EnviroAtlas
+    from landprior.landcover.prior import (
+        install_label_prior,
+        sample_label_grid,
+        source_label_patches,
+    )
+
+    _threads(threads)
+    path = install_label_prior(checkpoint, out)
+    if samples_png is not None:
+        real = source_label_patches(
+            EnviroAtlas(root), city, 64, size=patch_size, factor=factor,
+            mapping=mapping, seed=seed,  # type: ignore[arg-type]
+        )
+        sample_label_grid(path, samples_png, size=patch_size // factor, seed=seed,
+                          real_patches=real)
+    click.echo(f"label prior {checkpoint} installed as {path}")
+
+
 @group.command(name="chips")
 @click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
 @click.option("--city", required=True)
@@ -182,13 +227,24 @@ def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
               help="MI and KL window radius at the label resolution (15 -> 31x31).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--mi-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Weight of the MI term of log c (eq. 15).")
+@click.option("--kl-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Weight of the KL term of log c (eq. 15).")
+@click.option("--kl-direction", type=click.Choice(["forward", "reverse", "symmetric"]),
+              default="forward", show_default=True,
+              help="forward: KL(weak || p), the paper; reverse: KL(p || weak) also penalises "
+              "classes the weak labels rule out; symmetric: their mean.")
+@click.option("--init", "init", type=click.Choice(["weak", "weak_argmax"]), default="weak",
+              show_default=True, help="Start x from the weak labels (paper) or their argmax.")
 @click.option("--summary", type=_OUT, default=None,
               help="JSON with pseudo-label and weak-label agreement with the truth.")
 @_threads_option
 @click.option("--no-progress", is_flag=True)
 @_friendly
 def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: float,
-                window_radius: int, batch_size: int, seed: int, summary: Path | None,
+                window_radius: int, batch_size: int, seed: int, mi_weight: float,
+                kl_weight: float, kl_direction: str, init: str, summary: Path | None,
                 threads: int | None, no_progress: bool) -> None:
     """Pseudo-label chips with the prior under the MI - KL constraint (Algorithm 1)."""
     import torch
@@ -204,7 +260,9 @@ def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: f
         raise click.ClickException(f"{chips_path} has no clusters; run `landcover cluster`")
     denoiser, schedule, meta = load_denoiser(prior_path)
     config = PseudoLabelConfig(steps=steps, lr=lr, mi_radius=window_radius,
-                               kl_radius=window_radius, batch_size=batch_size, seed=seed)
+                               kl_radius=window_radius, batch_size=batch_size, seed=seed,
+                               mi_weight=mi_weight, kl_weight=kl_weight,
+                               kl_direction=kl_direction, init=init)
     started = time.perf_counter()
     labels, probs = pseudolabel_chips(
         denoiser, schedule, torch.from_numpy(cs.weak), torch.from_numpy(cs.clusters), config,
@@ -239,12 +297,18 @@ def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: f
 @click.option("--base-channels", type=click.IntRange(min=4), default=32, show_default=True)
 @click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--replay-chips", "replay_paths", multiple=True, type=_FILE,
+              help="Labelled chip set(s) (the source city's, truth labels) mixed into every "
+              "batch while training on --chips; repeatable.")
+@click.option("--replay-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.5,
+              show_default=True, help="Share of each batch drawn from --replay-chips.")
 @_threads_option
 @click.option("--no-progress", is_flag=True)
 @_friendly
 def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                         init_path: Path | None, out: Path, steps: int, batch_size: int,
                         lr: float, base_channels: int, depth: int, seed: int,
+                        replay_paths: tuple[Path, ...], replay_fraction: float,
                         threads: int | None, no_progress: bool) -> None:
     """Train (or fine-tune) the U-Net p(labels | image) on chip sets."""
     import torch
@@ -266,6 +330,13 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
     pairs = [cs.training_tensors(target=target, inputs=inputs) for cs in sets]
     images = torch.cat([p[0] for p in pairs])
     labels = torch.cat([p[1] for p in pairs])
+    replay = None
+    if replay_paths:
+        replay_sets = [ChipSet.load(p) for p in replay_paths]
+        if {cs.factor for cs in replay_sets} != {sets[0].factor}:
+            raise click.ClickException("replay chips and training chips differ in pooling factor")
+        replay_pairs = [cs.training_tensors(target="truth", inputs=inputs) for cs in replay_sets]
+        replay = (torch.cat([p[0] for p in replay_pairs]), torch.cat([p[1] for p in replay_pairs]))
     torch.manual_seed(seed)
     if init_path is not None:
         model, meta = load_segmenter(init_path)
@@ -278,11 +349,15 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                                 depth=depth).build()
     losses = train_segmenter(
         model, images, labels,
-        SegmenterTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed),
+        SegmenterTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                             replay_fraction=replay_fraction),
+        replay=replay,
         progress=not no_progress,
     )
     meta = {"inputs": inputs, "downsample": factors.pop(), "target": target,
             "chips": [str(p) for p in chips_paths], "init": str(init_path) if init_path else None,
+            "replay_chips": [str(p) for p in replay_paths],
+            "replay_fraction": replay_fraction if replay_paths else 0.0,
             "final_loss": losses[-1] if losses else None}
     save_segmenter(out, model, meta)
     click.echo(f"segmenter ({inputs}, {target}, {steps} steps) -> {out}")

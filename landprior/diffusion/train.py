@@ -269,6 +269,41 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+def export_inference_checkpoint(
+    checkpoint: str | Path, out: str | Path, *, use_ema: bool = True
+) -> Path:
+    """Write a slim copy of a training checkpoint: one set of inference weights (a few MB).
+
+    The copy keeps the checkpoint format (:func:`load_model` / :func:`load_denoiser` read it)
+    with the EMA weights (or the raw ones) as ``model`` and no EMA, optimizer or random
+    states, so it cannot be resumed. Written atomically.
+    """
+    out = Path(out)
+    ckpt = load_checkpoint(checkpoint)
+    weights = "model"
+    state = ckpt["model"]
+    if use_ema and ckpt.get("ema") is not None:
+        state, weights = ckpt["ema"], "ema"
+    elif use_ema:
+        log.warning("%s has no EMA weights; exporting the raw weights", checkpoint)
+    slim = {
+        "format": ckpt["format"],
+        "step": ckpt["step"],
+        "model": {k: v.contiguous().clone() for k, v in state.items()},
+        "ema": None,
+        "unet_config": ckpt["unet_config"],
+        "train_config": ckpt["train_config"],
+        "schedule": ckpt.get("schedule"),
+        "torch_version": ckpt.get("torch_version"),
+        "exported_from": {"path": str(checkpoint), "weights": weights},
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(slim, out)
+    log.info("exported the %s weights of %s (step %d) to %s", weights, checkpoint,
+             slim["step"], out)  # fmt: skip
+    return out
+
+
 def load_model(
     path: str | Path,
     *,

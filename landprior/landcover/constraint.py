@@ -65,11 +65,26 @@ def local_mutual_information(p: Tensor, z: Tensor, radius: int) -> Tensor:
     return mi / (h_l + h_c).clamp_min(_EPS)
 
 
-def kl_to_weak_labels(q: Tensor, p: Tensor, radius: int) -> Tensor:
-    """``KL(q || box_mean(p))`` per pixel, (B, H, W)."""
+KL_DIRECTIONS = ("forward", "reverse", "symmetric")
+
+
+def kl_to_weak_labels(q: Tensor, p: Tensor, radius: int, direction: str = "forward") -> Tensor:
+    """KL between the weak labels q and ``p_bar = box_mean(p)`` per pixel, (B, H, W).
+
+    ``forward``: ``KL(q || p_bar)`` (eq. 15; mass-covering: p must cover every class q has,
+    extra classes cost little); ``reverse``: ``KL(p_bar || q)`` (mode-seeking: classes the
+    weak labels rule out are penalised); ``symmetric``: the mean of both.
+    """
+    if direction not in KL_DIRECTIONS:
+        raise ValueError(f"unknown KL direction {direction!r}; expected one of {KL_DIRECTIONS}")
     p_bar = box_mean(p, radius).clamp_min(_EPS)
     q = q.clamp_min(0.0)
-    return (q * (q.clamp_min(_EPS).log() - p_bar.log())).sum(dim=1)
+    log_q = q.clamp_min(_EPS).log()
+    forward = (q * (log_q - p_bar.log())).sum(dim=1)
+    if direction == "forward":
+        return forward
+    reverse = (p_bar * (p_bar.log() - log_q)).sum(dim=1)
+    return reverse if direction == "reverse" else 0.5 * (forward + reverse)
 
 
 @dataclass
@@ -83,6 +98,8 @@ class LandCoverConstraint:
         clusters: (B, K, H, W) colour-cluster responsibilities (each pixel sums to 1).
         weak_labels: (B, L, H, W) weak-label distributions (each pixel sums to 1).
         mi_radius, kl_radius: window radii (15 -> the paper's 31x31 windows).
+        kl_direction: "forward" (the paper), "reverse" or "symmetric"; see
+            :func:`kl_to_weak_labels`.
     """
 
     clusters: Tensor
@@ -93,8 +110,13 @@ class LandCoverConstraint:
     sigma_end: float = 0.02
     mi_weight: float = 1.0
     kl_weight: float = 1.0
+    kl_direction: str = "forward"
 
     def __post_init__(self) -> None:
+        if self.kl_direction not in KL_DIRECTIONS:
+            raise ValueError(
+                f"unknown KL direction {self.kl_direction!r}; expected one of {KL_DIRECTIONS}"
+            )
         for name in ("clusters", "weak_labels"):
             value = getattr(self, name)
             if value.dim() != 4:
@@ -137,7 +159,7 @@ class LandCoverConstraint:
         q = self.weak_labels.to(dtype=x.dtype, device=x.device)
         p = onehot_to_probs(x, self.sigma(progress))
         mi = local_mutual_information(p, z, self.mi_radius).mean(dim=(1, 2))
-        kl = kl_to_weak_labels(q, p, self.kl_radius).mean(dim=(1, 2))
+        kl = kl_to_weak_labels(q, p, self.kl_radius, self.kl_direction).mean(dim=(1, 2))
         return {"mi": mi, "kl": kl}
 
     def __call__(self, x: Tensor, progress: float = 0.0) -> Tensor:

@@ -134,3 +134,31 @@ def sample_label_grid(
         real = torch.from_numpy(labels_to_x(real_patches[pick], channels))
         x = torch.cat([real, x])
     return save_grid(x, out_png, nrow=nrow, palette=PALETTE, scale=scale)
+
+
+def install_label_prior(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    *,
+    num_classes: int = NUM_CLASSES,
+) -> Path:
+    """Check a trained (or exported) label prior and copy it to ``out_dir/checkpoint.pt``.
+
+    For pipelines that reuse a shipped prior instead of training one. Raises ValueError
+    naming the file when the network's class count differs from ``num_classes``. The copy
+    holds the EMA weights only and is written atomically.
+    """
+    from landprior.diffusion.train import CHECKPOINT_NAME, export_inference_checkpoint
+    from landprior.diffusion.train import load_checkpoint as _load
+
+    ckpt = _load(checkpoint)
+    unet = UNetConfig.from_dict(ckpt["unet_config"])
+    if unet.in_channels != num_classes or unet.out_channels != num_classes:
+        raise ValueError(
+            f"{checkpoint}: the prior models {unet.in_channels} classes, the class table "
+            f"has {num_classes}"
+        )
+    out = Path(out_dir) / CHECKPOINT_NAME
+    export_inference_checkpoint(checkpoint, out, use_ema=True)
+    log.info("installed label prior %s (step %d) as %s", checkpoint, ckpt["step"], out)
+    return out

@@ -24,7 +24,12 @@ from landprior.diffusion.schedule import NoiseSchedule
 from landprior.engine.constraints import paper_weight
 from landprior.engine.pnp import PnPStep, infer_point, linear_lr
 from landprior.engine.schedules import paper_schedule
-from landprior.landcover.constraint import LandCoverConstraint, onehot_to_probs, probs_to_x
+from landprior.landcover.constraint import (
+    KL_DIRECTIONS,
+    LandCoverConstraint,
+    onehot_to_probs,
+    probs_to_x,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +57,13 @@ class PseudoLabelConfig:
     batch_size: int = 32
     seed: int = 0
     init: str = "weak"
+    kl_direction: str = "forward"
 
     def __post_init__(self) -> None:
+        if self.kl_direction not in KL_DIRECTIONS:
+            raise ValueError(
+                f"unknown KL direction {self.kl_direction!r}; expected one of {KL_DIRECTIONS}"
+            )
         if self.init not in INIT_NAMES:
             raise ValueError(f"unknown init {self.init!r}; expected one of {INIT_NAMES}")
         if self.steps < 1:
@@ -140,6 +150,7 @@ def pseudolabel_chips(
             sigma_end=config.sigma_end,
             mi_weight=config.mi_weight,
             kl_weight=config.kl_weight,
+            kl_direction=config.kl_direction,
         )
         generator = torch.Generator().manual_seed(config.seed * 100_003 + b)
         step_cb = None if callback is None else (lambda step, b=b: callback(b, step))

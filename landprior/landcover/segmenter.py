@@ -110,6 +110,11 @@ class SegmenterTrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     augment: bool = True
+    replay_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.replay_fraction < 1.0:
+            raise ValueError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
 
 
 def _augment(images: Tensor, labels: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -121,12 +126,21 @@ def _augment(images: Tensor, labels: Tensor, g: torch.Generator) -> tuple[Tensor
     return images, labels
 
 
+def _check_labels(labels: Tensor, num_classes: int) -> None:
+    valid = labels[labels != IGNORE_INDEX]
+    if valid.numel() and int(valid.max()) >= num_classes:
+        raise ValueError(
+            f"labels reach class {int(valid.max())} but the model has {num_classes} classes"
+        )
+
+
 def train_segmenter(
     model: SegmentationUNet,
     images: Tensor,
     labels: Tensor,
     config: SegmenterTrainConfig = SegmenterTrainConfig(),
     *,
+    replay: tuple[Tensor, Tensor] | None = None,
     callback: Callable[[int, float], None] | None = None,
     progress: bool = False,
 ) -> list[float]:
@@ -135,6 +149,10 @@ def train_segmenter(
     Args:
         images: (N, C, H, W) float in [0, 1].
         labels: (N, H, W) long class indices, 255 = ignore.
+        replay: optional (images, labels) of another set (the source city's labelled chips)
+            mixed into every batch at ``config.replay_fraction``: fine-tuning on noisy
+            pseudo-labels then adapts to the target without forgetting what the source
+            labels taught.
     """
     if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0]:
         raise ValueError(
@@ -150,12 +168,20 @@ def train_segmenter(
     if not torch.isfinite(images).all():
         raise ValueError("training images contain NaN or inf")
     labels = labels.long()
-    valid = labels[labels != IGNORE_INDEX]
-    if valid.numel() and int(valid.max()) >= model.config.num_classes:
-        raise ValueError(
-            f"labels reach class {int(valid.max())} but the model has "
-            f"{model.config.num_classes} classes"
-        )
+    _check_labels(labels, model.config.num_classes)
+    n_replay = 0
+    if replay is not None:
+        r_images, r_labels = replay[0], replay[1].long()
+        if r_images.shape[1:] != images.shape[1:] or r_labels.shape[1:] != labels.shape[1:]:
+            raise ValueError(
+                f"replay chips {tuple(r_images.shape)} / {tuple(r_labels.shape)} do not match "
+                f"the training chips {tuple(images.shape)} / {tuple(labels.shape)}"
+            )
+        if r_images.shape[0] == 0 or not torch.isfinite(r_images).all():
+            raise ValueError("replay chips are empty or contain NaN or inf")
+        _check_labels(r_labels, model.config.num_classes)
+        # at least one chip of the training set per batch
+        n_replay = min(round(config.batch_size * config.replay_fraction), config.batch_size - 1)
     device = next(model.parameters()).device
     g = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -164,8 +190,11 @@ def train_segmenter(
     losses: list[float] = []
     bar = tqdm(range(config.steps), desc="segmenter", disable=not progress, leave=False)
     for step in bar:
-        idx = torch.randint(0, images.shape[0], (config.batch_size,), generator=g)
+        idx = torch.randint(0, images.shape[0], (config.batch_size - n_replay,), generator=g)
         x, y = images[idx], labels[idx]
+        if n_replay:
+            ridx = torch.randint(0, r_images.shape[0], (n_replay,), generator=g)
+            x, y = torch.cat([x, r_images[ridx]]), torch.cat([y, r_labels[ridx]])
         if config.augment:
             x, y = _augment(x, y, g)
         logits = model(x.to(device))

@@ -8,6 +8,14 @@ SOURCE = config["source_city"]
 TARGETS = list(config["target_cities"])
 TEST_SPLIT = config["test_split"]
 THREADS = config["threads_per_job"]
+REPLAY_FRACTION = float(config["segmenter"].get("replay_fraction", 0.0))
+# A trained label prior to reuse instead of training one (None: train it).
+PRIOR_CHECKPOINT = config["prior"].get("checkpoint")
+if PRIOR_CHECKPOINT and not Path(PRIOR_CHECKPOINT).exists():
+    raise ValueError(
+        f"prior.checkpoint is {PRIOR_CHECKPOINT!r} but no such file exists (set it to a "
+        "trained label prior, or to null to train one)"
+    )
 
 # Method -> (display name in the tables)
 METHODS = {

@@ -24,4 +24,5 @@ rule pseudolabel:
         " --out {output.chips} --summary {output.summary} --steps {params.p[steps]}"
         " --lr {params.p[lr]} --window-radius {params.p[window_radius]}"
         " --batch-size {params.p[batch_size]} --seed {params.p[seed]}"
-        " --threads {threads} --no-progress > {log} 2>&1"
+        " --mi-weight {params.p[mi_weight]} --kl-weight {params.p[kl_weight]}"
+        " --kl-direction {params.p[kl_direction]} --threads {threads} --no-progress > {log} 2>&1"

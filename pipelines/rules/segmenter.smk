@@ -30,15 +30,22 @@ rule segmenter_source:
 
 
 rule segmenter_finetune:
-    """Ours fine-tuned: the source model fine-tuned on the target's pseudo-labels."""
+    """Ours fine-tuned: the source model fine-tuned on the target's pseudo-labels
+    (optionally with the source city's labelled chips replayed in every batch)."""
     input:
         init=f"{RESULTS}/segmenter/source_image.pt",
         chips=f"{RESULTS}/pseudolabels/{{city}}.npz",
+        source=f"{RESULTS}/chips/{SOURCE}_{config['train_split']}.npz",
     output:
         f"{RESULTS}/segmenter/finetuned_{{city}}.pt",
     params:
         s=config["segmenter"],
         seed=config["seed"],
+        replay=lambda w, input: (
+            f"--replay-chips {input.source} --replay-fraction {REPLAY_FRACTION}"
+            if REPLAY_FRACTION > 0
+            else ""
+        ),
     conda:
         "../envs/landprior.yaml"
     log:
@@ -50,7 +57,7 @@ rule segmenter_finetune:
         mem_mb=3000,
     shell:
         "landprior landcover train-segmenter --chips {input.chips} --target pseudo --inputs image"
-        " --init {input.init} --out {output} --steps {params.s[finetune_steps]}"
+        " --init {input.init} --out {output} --steps {params.s[finetune_steps]} {params.replay}"
         " --batch-size {params.s[batch_size]} --lr {params.s[finetune_lr]}"
         " --seed {params.seed} --threads {threads} --no-progress > {log} 2>&1"
 

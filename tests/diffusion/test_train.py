@@ -208,6 +208,20 @@ def test_cli_train_and_sample(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert grid.exists() and np.load(tmp_path / "s.npy").shape == (3, 1, 16, 16)
 
+    slim = tmp_path / "slim.pt"
+    result = runner.invoke(main, ["diffusion", "export", "--checkpoint", str(out),
+                                  "--out", str(slim)])
+    assert result.exit_code == 0, result.output
+    full, small = load_checkpoint(out), load_checkpoint(slim)
+    assert small["ema"] is None and small["exported_from"]["weights"] == "ema"
+    assert _states_equal(small["model"], full["ema"])
+    assert slim.stat().st_size < (out / CHECKPOINT_NAME).stat().st_size
+    _, _, meta = load_denoiser(slim)
+    assert meta["weights"] == "model" and meta["step"] == full["step"]
+    missing = runner.invoke(main, ["diffusion", "export", "--checkpoint", str(tmp_path / "w2"),
+                                   "--out", str(tmp_path / "x.pt")])
+    assert missing.exit_code != 0
+
 
 def test_ema_warm_up_tracks_a_short_run(tmp_path) -> None:
     """After a short run the EMA is close to the trained weights, not to the random init."""

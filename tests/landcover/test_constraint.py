@@ -38,6 +38,30 @@ def test_kl_is_zero_for_matching_constant_maps() -> None:
     assert kl_to_weak_labels(q, q.clone(), radius=3).abs().max() < 1e-9
 
 
+def test_kl_directions_differ_on_classes_the_weak_labels_rule_out() -> None:
+    """Weak labels say 'only class 0 or 1'; p adds class 4. Forward KL barely notices (q puts
+    no mass on 4), reverse KL pays log(p / q) for it, symmetric is the mean."""
+    q = torch.zeros(1, 5, 4, 4, dtype=torch.float64)
+    q[:, 0], q[:, 1] = 0.5, 0.5
+    q = (q + 1e-4) / (1 + 5e-4)
+    p_cover = q.clone()
+    p_extra = torch.zeros_like(q)
+    p_extra[:, 0], p_extra[:, 1], p_extra[:, 4] = 0.45, 0.45, 0.1
+    kl = {d: {name: kl_to_weak_labels(q, p, 0, d).mean().item()
+              for name, p in (("cover", p_cover), ("extra", p_extra))}
+          for d in ("forward", "reverse", "symmetric")}
+    assert kl["forward"]["cover"] < 1e-9 and kl["reverse"]["cover"] < 1e-9
+    assert kl["forward"]["extra"] < 0.15  # log(0.5 / 0.45) ~ 0.105
+    assert kl["reverse"]["extra"] > 0.5  # 0.1 * log(0.1 / 2e-5) ~ 0.85
+    assert kl["symmetric"]["extra"] == pytest.approx(
+        0.5 * (kl["forward"]["extra"] + kl["reverse"]["extra"])
+    )
+    with pytest.raises(ValueError, match="KL direction"):
+        kl_to_weak_labels(q, p_cover, 0, "sideways")
+    with pytest.raises(ValueError, match="KL direction"):
+        LandCoverConstraint(clusters=q, weak_labels=q, kl_direction="sideways")
+
+
 def test_constraint_prefers_labels_that_follow_clusters_and_weak_labels() -> None:
     g = torch.Generator().manual_seed(1)
     truth = torch.randint(0, 5, (2, 16, 16), generator=g)
@@ -55,9 +79,11 @@ def test_gradients_match_finite_differences() -> None:
     g = torch.Generator().manual_seed(2)
     z = _rand_simplex(g, 1, 3, 6, 6)
     q = _rand_simplex(g, 1, 5, 6, 6)
-    c = LandCoverConstraint(clusters=z, weak_labels=q, mi_radius=2, kl_radius=1, sigma_start=0.5)
     x = (0.5 * torch.randn(1, 5, 6, 6, generator=g, dtype=torch.float64)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda v: c(v, 0.0), (x,), eps=1e-6, atol=1e-5)
+    for direction in ("forward", "reverse", "symmetric"):
+        c = LandCoverConstraint(clusters=z, weak_labels=q, mi_radius=2, kl_radius=1,
+                                sigma_start=0.5, kl_direction=direction)
+        assert torch.autograd.gradcheck(lambda v, c=c: c(v, 0.0), (x,), eps=1e-6, atol=1e-5)
 
 
 def test_sigma_anneals_from_start_to_end() -> None:

@@ -170,3 +170,27 @@ def test_one_line_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
     _fails("landcover", "chips", "--data", root, "--city", TARGET_CITY, "--weak-layer",
            tmp_path / "nowhere", "--out", tmp_path / "c.npz", match="neither a layer")
     assert not any(tmp_path.glob("*.npz")) and not (tmp_path / "m.pt").exists()
+
+
+def test_install_prior_reuses_a_trained_prior(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    from landprior.diffusion.train import load_checkpoint
+
+    out, png = tmp_path / "installed", tmp_path / "installed.png"
+    _ok("landcover", "install-prior", "--checkpoint", pipeline["prior"], "--data",
+        pipeline["root"], "--city", SOURCE_CITY, "--out", out, "--patch-size", "32",
+        "--samples-png", png, "--threads", "1")
+    trained, installed = load_checkpoint(pipeline["prior"]), load_checkpoint(out)
+    assert installed["ema"] is None and installed["step"] == trained["step"]
+    assert all(torch.equal(installed["model"][k], v) for k, v in trained["ema"].items())
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+    # a one-channel network is not a prior over the five land-cover classes
+    data = tmp_path / "gray.npy"
+    np.save(data, np.zeros((4, 16, 16), dtype=np.float32))
+    _ok("diffusion", "train", "--data", data, "--preset", "tiny", "--steps", "1",
+        "--batch-size", "2", "--out", tmp_path / "gray", "--no-progress")
+    _fails("landcover", "install-prior", "--checkpoint", tmp_path / "gray", "--data",
+           pipeline["root"], "--city", SOURCE_CITY, "--out", tmp_path / "x",
+           match="models 1 classes")

@@ -13,10 +13,11 @@ from landprior.landcover.segmenter import (
 )
 
 
-def _toy_chips(n: int = 32, size: int = 16, seed: int = 0):
+def _toy_chips(n: int = 32, size: int = 16, seed: int = 0, classes: tuple[int, ...] = (0, 1, 2)):
     """Images whose first band decides the class: learnable in a few steps."""
     g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, 3, (n, size // 4, size // 4), generator=g)
+    pick = torch.randint(0, len(classes), (n, size // 4, size // 4), generator=g)
+    labels = torch.tensor(classes)[pick]
     labels = labels.repeat_interleave(4, 1).repeat_interleave(4, 2)
     images = torch.rand(n, 4, size, size, generator=g) * 0.1
     images[:, 0] += labels.float() / 3
@@ -57,6 +58,27 @@ def test_training_rejects_bad_inputs() -> None:
         train_segmenter(model, images * float("nan"), labels)
     with pytest.raises(ValueError, match="classes"):
         train_segmenter(model, images, labels + 3)
+
+
+def test_replay_chips_are_mixed_into_every_batch() -> None:
+    """Class 2 appears only in the replay set: the model learns it only with replay."""
+    main, replay = _toy_chips(32, classes=(0, 1)), _toy_chips(16, seed=1, classes=(0, 2))
+    cfg = SegmenterTrainConfig(steps=80, batch_size=8, lr=1e-2, seed=1, replay_fraction=0.5)
+    predicted_two = []
+    for use_replay in (False, True):
+        torch.manual_seed(0)
+        model = SegmenterConfig(num_classes=3, base_channels=8, depth=2).build()
+        train_segmenter(model, *main, cfg, replay=replay if use_replay else None)
+        with torch.no_grad():
+            pred = model(replay[0]).argmax(1)
+        predicted_two.append(float(((pred == 2) & (replay[1] == 2)).sum() / (replay[1] == 2).sum()))
+    assert predicted_two[0] < 0.05 and predicted_two[1] > 0.3
+
+    model = SegmenterConfig(num_classes=3, base_channels=8, depth=2).build()
+    with pytest.raises(ValueError, match="replay chips"):
+        train_segmenter(model, *main, cfg, replay=(replay[0][:, :2], replay[1]))
+    with pytest.raises(ValueError, match="replay_fraction"):
+        SegmenterTrainConfig(replay_fraction=1.0)
 
 
 def test_sliding_window_equals_single_window_and_blends_smoothly() -> None:

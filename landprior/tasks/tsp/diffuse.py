@@ -208,39 +208,15 @@ def export_prior(
     the EMA weights (or the raw ones) as ``model`` and no EMA, optimizer or random states,
     so it cannot be resumed. The source must be a valid TSP prior. Written atomically.
     """
-    from landprior.diffusion.train import load_checkpoint
+    from landprior.diffusion.train import export_inference_checkpoint, load_checkpoint
     from landprior.diffusion.unet import UNetConfig
 
-    out = Path(out)
     try:
         ckpt = load_checkpoint(checkpoint)
     except (FileNotFoundError, ValueError) as exc:
         raise TSPPriorError(str(exc)) from exc
     check_prior_config(UNetConfig.from_dict(ckpt["unet_config"]), spec, str(checkpoint))
-    weights = "model"
-    state = ckpt["model"]
-    if use_ema and ckpt.get("ema") is not None:
-        state, weights = ckpt["ema"], "ema"
-    elif use_ema:
-        logger.warning("%s has no EMA weights; exporting the raw weights", checkpoint)
-    slim = {
-        "format": ckpt["format"],
-        "step": ckpt["step"],
-        "model": {k: v.contiguous().clone() for k, v in state.items()},
-        "ema": None,
-        "unet_config": ckpt["unet_config"],
-        "train_config": ckpt["train_config"],
-        "schedule": ckpt.get("schedule"),
-        "torch_version": ckpt.get("torch_version"),
-        "exported_from": {"path": str(checkpoint), "weights": weights},
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    torch.save(slim, tmp)
-    tmp.replace(out)
-    logger.info("exported the %s weights of %s (step %d) to %s", weights, checkpoint,
-                slim["step"], out)  # fmt: skip
-    return out
+    return export_inference_checkpoint(checkpoint, out, use_ema=use_ema)
 
 
 # --------------------------------------------------------------------------- results
