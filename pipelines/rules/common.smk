@@ -9,13 +9,19 @@ TARGETS = list(config["target_cities"])
 TEST_SPLIT = config["test_split"]
 THREADS = config["threads_per_job"]
 REPLAY_FRACTION = float(config["segmenter"].get("replay_fraction", 0.0))
-# A trained label prior to reuse instead of training one (None: train it).
+# A trained label prior to reuse instead of training one (None: train it). A relative
+# path is looked up in the working directory, then next to the Snakefile (the shipped
+# models/ folder), so the demo finds its prior whatever directory it runs from.
 PRIOR_CHECKPOINT = config["prior"].get("checkpoint")
-if PRIOR_CHECKPOINT and not Path(PRIOR_CHECKPOINT).exists():
-    raise ValueError(
-        f"prior.checkpoint is {PRIOR_CHECKPOINT!r} but no such file exists (set it to a "
-        "trained label prior, or to null to train one)"
-    )
+if PRIOR_CHECKPOINT:
+    _beside_snakefile = Path(workflow.main_snakefile).parent / PRIOR_CHECKPOINT
+    if not Path(PRIOR_CHECKPOINT).exists() and _beside_snakefile.exists():
+        PRIOR_CHECKPOINT = str(_beside_snakefile)
+    if not Path(PRIOR_CHECKPOINT).exists():
+        raise ValueError(
+            f"prior.checkpoint is {config['prior']['checkpoint']!r} but no such file exists "
+            "(set it to a trained label prior, or to null to train one)"
+        )
 
 # Method -> (display name in the tables)
 METHODS = {

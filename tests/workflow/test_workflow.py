@@ -543,3 +543,23 @@ def test_enviroatlas_root_must_be_where_the_archive_extracts(tmp_path: Path) -> 
     result = snakemake("-n", f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path)
     assert result.returncode != 0
     assert "archive extracts to" in result.stdout, result.stdout
+
+
+def test_missing_prior_checkpoint_fails_early_with_its_key(tmp_path: Path) -> None:
+    config = write_config(tmp_path, tiny_config(**{"prior.checkpoint": "no/such/prior.pt"}))
+    result = snakemake("-n", f"--configfile={config}", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "prior.checkpoint is 'no/such/prior.pt' but no such file exists" in result.stdout
+
+
+@pytest.mark.slow
+def test_a_trained_prior_is_installed_instead_of_trained(tiny_run: TinyRun) -> None:
+    """prior.checkpoint: the plan installs that prior, and every stage after it reruns."""
+    prior = tiny_run.results / "prior" / "checkpoint.pt"
+    config = tiny_config(**{"prior.checkpoint": str(prior)})
+    config["results"] = str(tiny_run.workdir / "results_installed")
+    path = write_config(tiny_run.workdir, config, name="installed.yaml")
+    result = snakemake("-n", f"--configfile={path}", cwd=tiny_run.workdir)
+    assert result.returncode == 0, result.stdout
+    jobs = executed_jobs(result.stdout)
+    assert jobs.get("install_prior") == 1 and "train_prior" not in jobs, jobs
