@@ -112,7 +112,7 @@ def test_train_label_prior_resumes_and_refuses_wrong_classes(
 def test_sample_label_grid_writes_a_png(trained_prior: Trained, tmp_path: Path) -> None:
     *_, result = trained_prior
     png = sample_label_grid(result.checkpoint, tmp_path / "g" / "samples.png", size=8, n=4,
-                            steps=3, scale=2)
+                            scale=2)  # ancestral DDPM over all T steps, the default
     assert png == tmp_path / "g" / "samples.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     img = mpimg.imread(png)
@@ -120,7 +120,9 @@ def test_sample_label_grid_writes_a_png(trained_prior: Trained, tmp_path: Path) 
     # real patches on top: n constant "barren" patches (whatever the pick) above the samples
     real = np.full((4, 8, 8), 2, np.uint8)
     with_real = sample_label_grid(result.checkpoint, tmp_path / "both.png", size=8, n=4,
-                                  steps=3, scale=2, real_patches=real)
+                                  sampler="ddim", steps=3, scale=2, real_patches=real)
+    with pytest.raises(ValueError, match="sampler"):
+        sample_label_grid(result.checkpoint, tmp_path / "x.png", size=8, sampler="euler")
     both = mpimg.imread(with_real)[..., :3]
     assert both.shape[1] == img.shape[1] and both.shape[0] > img.shape[0]
     from landprior.landcover.prior import PALETTE
