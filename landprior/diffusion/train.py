@@ -321,7 +321,10 @@ def load_model(
     train_config = TrainConfig.from_dict(ckpt["train_config"])
     weights = "model"
     state = ckpt["model"]
-    if use_ema:
+    exported = ckpt.get("exported_from")
+    if exported is not None:
+        weights = str(exported.get("weights", "model"))  # the one set an export keeps
+    elif use_ema:
         if ckpt.get("ema") is not None:
             state, weights = ckpt["ema"], "ema"
         else:

@@ -180,12 +180,9 @@ def load_prior(
         TSPPriorError: missing file, not a landprior checkpoint, or an image size / channel
             count that does not fit the renderer (1 channel, 64x64 by default).
     """
-    from landprior.diffusion.train import load_checkpoint, load_denoiser
+    from landprior.diffusion.train import load_denoiser
 
-    try:
-        exported = load_checkpoint(checkpoint).get("exported_from")
-        if exported is not None:  # a slim export holds one set of weights, as "model"
-            use_ema = False
+    try:  # a slim export holds one set of weights; load_denoiser reads which
         denoiser, schedule, meta = load_denoiser(checkpoint, use_ema, device=device)
     except FileNotFoundError as exc:
         raise TSPPriorError(
@@ -194,8 +191,6 @@ def load_prior(
     except ValueError as exc:  # wrong format, class-conditional network, ...
         raise TSPPriorError(f"{checkpoint}: {exc}") from exc
     check_prior_config(meta["unet_config"], spec, str(checkpoint))
-    if exported is not None:
-        meta = {**meta, "weights": f"{exported.get('weights')} (exported)"}
     return TSPPrior(denoiser, schedule, meta)
 
 

@@ -289,7 +289,7 @@ def test_export_prior_keeps_the_inference_weights(checkpoint: Path, tmp_path: Pa
     assert result.exit_code == 0, result.output
     assert slim.stat().st_size < checkpoint.stat().st_size
     full, small = load_prior(checkpoint), load_prior(slim)
-    assert small.meta["step"] == full.meta["step"] and small.meta["weights"] == "model (exported)"
+    assert small.meta["step"] == full.meta["step"] and small.meta["weights"] == "model"
     x, t = torch.randn(2, 1, 64, 64), torch.tensor([10, 900])
     torch.testing.assert_close(small.denoiser(x, t), full.denoiser(x, t), rtol=0, atol=0)
     wrong = _checkpoint(tmp_path / "rgb", TINY.replace(in_channels=3))
