@@ -563,3 +563,23 @@ def test_a_trained_prior_is_installed_instead_of_trained(tiny_run: TinyRun) -> N
     assert result.returncode == 0, result.stdout
     jobs = executed_jobs(result.stdout)
     assert jobs.get("install_prior") == 1 and "train_prior" not in jobs, jobs
+
+
+def _keys(node: Any, prefix: str = "") -> set[str]:
+    if not isinstance(node, dict):
+        return set()
+    keys = set()
+    for key, value in node.items():
+        keys.add(prefix + key)
+        keys |= _keys(value, f"{prefix}{key}.")
+    return keys
+
+
+@pytest.mark.parametrize("name", ["tiny", "enviroatlas"])
+def test_configs_set_every_key_the_base_demo_config_sets(name: str) -> None:
+    """The Snakefile loads demo.yaml first and merges --configfile over it: a key the other
+    configuration leaves out silently takes the demo's value (e.g. its shipped prior)."""
+    demo = _keys(yaml.safe_load((CONFIGS / "demo.yaml").read_text(encoding="utf-8")))
+    other = _keys(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text(encoding="utf-8")))
+    allowed = {"dataset.synthetic_size", "dataset.seed", "weak_labels.layer"}  # kind-specific
+    assert not (demo - other - allowed), sorted(demo - other)
