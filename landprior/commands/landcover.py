@@ -48,6 +48,24 @@ _threads_option = click.option(
 )
 
 
+_patch_size_option = click.option(
+    "--patch-size", type=click.IntRange(min=8), default=128, show_default=True,
+    help="Patch size in 1 m pixels (paper: 256).",
+)
+_factor_option = click.option(
+    "--factor", type=click.IntRange(min=1), default=4, show_default=True,
+    help="Mode-downsampling factor (paper: 4).",
+)
+_mapping_option = click.option(
+    "--mapping", type=click.Choice(["prior", "strict"]), default="prior", show_default=True,
+    help="Raw-code to class mapping.",
+)
+_samples_png_option = click.option(
+    "--samples-png", type=_OUT, default=None,
+    help="Also save a PNG: real label patches (top) and prior samples (bottom).",
+)
+
+
 @click.group(name="landcover")
 def group() -> None:
     """The land-cover method: prior, pseudo-labels, segmenter, evaluation."""
@@ -60,10 +78,8 @@ def group() -> None:
               help="Run folder: checkpoint.pt, loss.jsonl, patches.npy.")
 @click.option("--patches", type=click.IntRange(min=1), default=2000, show_default=True,
               help="Number of random label patches.")
-@click.option("--patch-size", type=click.IntRange(min=8), default=128, show_default=True,
-              help="Patch size in 1 m pixels (paper: 256).")
-@click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Mode-downsampling factor (paper: 4).")
+@_patch_size_option
+@_factor_option
 @click.option("--preset", default="landcover-cpu", show_default=True,
               help="U-Net preset (landcover-cpu on CPU; landcover64 is the paper's 85M net).")
 @click.option("--steps", type=click.IntRange(min=1), default=2000, show_default=True)
@@ -71,11 +87,9 @@ def group() -> None:
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-4, show_default=True)
 @click.option("--ema-rate", type=click.FloatRange(0, 1, max_open=True), default=0.999,
               show_default=True)
-@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
-              show_default=True, help="Raw-code to class mapping.")
+@_mapping_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--samples-png", type=_OUT, default=None,
-              help="Also save a PNG: real label patches (top) and prior samples (bottom).")
+@_samples_png_option
 @_threads_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_friendly
@@ -119,15 +133,11 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
 @click.option("--city", required=True, help="Source city id (real patches for the PNG).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder to write checkpoint.pt into.")
-@click.option("--patch-size", type=click.IntRange(min=8), default=128, show_default=True,
-              help="Patch size in 1 m pixels.")
-@click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True,
-              help="Mode-downsampling factor.")
-@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
-              show_default=True, help="Raw-code to class mapping.")
+@_patch_size_option
+@_factor_option
+@_mapping_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--samples-png", type=_OUT, default=None,
-              help="Also save a PNG: real label patches (top) and prior samples (bottom).")
+@_samples_png_option
 @_threads_option
 @_friendly
 def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size: int,
