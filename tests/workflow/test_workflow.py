@@ -221,16 +221,24 @@ def broken_copy(root: Path, where: Path) -> tuple[Path, Path]:
     return copy, dataset.path(tile, "nlcd")
 
 
-def test_missing_input_file_fails_with_its_name(synthetic_root: Path, tmp_path: Path) -> None:
-    # the dataset lies where the archive extracts: download_root/enviroatlas_lotp
-    data, nlcd = broken_copy(synthetic_root, tmp_path / "downloads" / "enviroatlas_lotp")
-    nlcd.unlink()
+def run_weak_labels(
+    data: Path, tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """Run the pipeline up to the weak labels on ``data``; returns the run and results dir."""
     results = tmp_path / "results"
     config = enviroatlas_config(data, tmp_path / "downloads", results)
     result = snakemake(
         f"{results}/weak_labels/done.json", "--cores", "1", "--show-failed-logs",
         f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path,
     )  # fmt: skip
+    return result, results
+
+
+def test_missing_input_file_fails_with_its_name(synthetic_root: Path, tmp_path: Path) -> None:
+    # the dataset lies where the archive extracts: download_root/enviroatlas_lotp
+    data, nlcd = broken_copy(synthetic_root, tmp_path / "downloads" / "enviroatlas_lotp")
+    nlcd.unlink()
+    result, results = run_weak_labels(data, tmp_path)
     assert result.returncode != 0
     assert "Error in rule weak_labels" in result.stdout, result.stdout
     assert f"missing layer file {nlcd}" in result.stdout, result.stdout
@@ -244,12 +252,7 @@ def test_wrong_crs_fails_with_the_library_message(synthetic_root: Path, tmp_path
     roads = nlcd.with_name(nlcd.name.replace("_b_nlcd.tif", "_c_roads.tif"))
     with rasterio.open(roads, "r+") as dst:
         dst.crs = "EPSG:4326"
-    results = tmp_path / "results"
-    config = enviroatlas_config(data, tmp_path / "downloads", results)
-    result = snakemake(
-        f"{results}/weak_labels/done.json", "--cores", "1", "--show-failed-logs",
-        f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path,
-    )  # fmt: skip
+    result, results = run_weak_labels(data, tmp_path)
     assert result.returncode != 0
     assert re.search(r"roads raster CRS EPSG:4326 != NLCD CRS EPSG:\d+", result.stdout), (
         result.stdout
