@@ -79,12 +79,12 @@ def kl_to_weak_labels(q: Tensor, p: Tensor, radius: int, direction: str = "forwa
         raise ValueError(f"unknown KL direction {direction!r}; expected one of {KL_DIRECTIONS}")
     p_bar = box_mean(p, radius).clamp_min(_EPS)
     q = q.clamp_min(0.0)
-    log_q = q.clamp_min(_EPS).log()
-    forward = (q * (log_q - p_bar.log())).sum(dim=1)
+    log_q, log_p = q.clamp_min(_EPS).log(), p_bar.log()
     if direction == "forward":
-        return forward
-    reverse = (p_bar * (p_bar.log() - log_q)).sum(dim=1)
-    return reverse if direction == "reverse" else 0.5 * (forward + reverse)
+        return (q * (log_q - log_p)).sum(dim=1)
+    if direction == "reverse":
+        return (p_bar * (log_p - log_q)).sum(dim=1)
+    return 0.5 * ((q - p_bar) * (log_q - log_p)).sum(dim=1)  # (KL(q||p) + KL(p||q)) / 2
 
 
 @dataclass

@@ -20,7 +20,15 @@ import torch
 
 from landprior.diffusion.images import save_grid
 from landprior.diffusion.sample import ddim_sample, ddpm_sample
-from landprior.diffusion.train import TrainConfig, TrainResult, load_denoiser, train
+from landprior.diffusion.train import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    TrainResult,
+    export_inference_checkpoint,
+    load_checkpoint,
+    load_denoiser,
+    train,
+)
 from landprior.diffusion.unet import UNetConfig
 from landprior.landcover.classes import CLASS_COLORS, IGNORE_INDEX, NUM_CLASSES, MappingName
 from landprior.landcover.enviroatlas import EnviroAtlas
@@ -155,10 +163,7 @@ def install_label_prior(
     naming the file when the network's class count differs from ``num_classes``. The copy
     holds the EMA weights only and is written atomically.
     """
-    from landprior.diffusion.train import CHECKPOINT_NAME, export_inference_checkpoint
-    from landprior.diffusion.train import load_checkpoint as _load
-
-    ckpt = _load(checkpoint)
+    ckpt = load_checkpoint(checkpoint)
     unet = UNetConfig.from_dict(ckpt["unet_config"])
     if unet.in_channels != num_classes or unet.out_channels != num_classes:
         raise ValueError(
