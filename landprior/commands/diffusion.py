@@ -66,6 +66,13 @@ def _load_array(path: Path, key: str | None) -> Any:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (checkpoint.pt, loss.jsonl).")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
+@click.option(
+    "--init-from",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Warm start (fine-tune): take the weights of this landprior checkpoint (same U-Net "
+    "preset); optimizer and step count start afresh.",
+)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--ema-rate", default=0.9999, show_default=True, type=float,
@@ -90,6 +97,7 @@ def train_cmd(
     batch_size: int,
     out_dir: Path,
     resume: bool,
+    init_from: Path | None,
     seed: int,
     lr: float,
     ema_rate: float,
@@ -129,7 +137,10 @@ def train_cmd(
             schedule=schedule, num_timesteps=timesteps, seed=seed, hflip=hflip, vflip=vflip,
             checkpoint_every=checkpoint_every, device=device,
         )
-        result = train(data, unet, config, out_dir, resume=resume, progress=not no_progress)
+        result = train(
+            data, unet, config, out_dir,
+            resume=resume, init_from=init_from, progress=not no_progress,
+        )  # fmt: skip
     except (ValueError, FileExistsError) as err:
         raise click.ClickException(str(err)) from err
     last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"

@@ -485,6 +485,13 @@ def solve(
 )
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
 @click.option(
+    "--init-from",
+    type=click.Path(exists=True, path_type=Path),
+    default=None,
+    help="Warm start (fine-tune): take the weights of this landprior checkpoint (same U-Net "
+    "preset); optimizer and step count start afresh.",
+)
+@click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
@@ -508,6 +515,7 @@ def train_prior(
     checkpoint_every: int,
     no_flips: bool,
     resume: bool,
+    init_from: Path | None,
     threads: int | None,
     device: str | None,
     no_progress: bool,
@@ -569,7 +577,10 @@ def train_prior(
             hflip=not no_flips, vflip=not no_flips, checkpoint_every=checkpoint_every,
             device=device,
         )  # fmt: skip
-        result = train(images, unet, config, out_dir, resume=resume, progress=not no_progress)
+        result = train(
+            images, unet, config, out_dir,
+            resume=resume, init_from=init_from, progress=not no_progress,
+        )  # fmt: skip
     except (ValueError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from exc
     last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"

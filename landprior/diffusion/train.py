@@ -408,6 +408,24 @@ def _resolve_unet(unet: UNetConfig | str) -> UNetConfig:
     return UNetConfig.preset(unet) if isinstance(unet, str) else unet
 
 
+def _warm_start(
+    model: nn.Module, ema: nn.Module | None, unet_config: UNetConfig, source: str | Path
+) -> None:
+    """Load the inference weights of checkpoint ``source`` into ``model`` (and ``ema``)."""
+    ckpt = load_checkpoint(source)
+    saved_unet = UNetConfig.from_dict(ckpt["unet_config"])
+    if saved_unet != unet_config:
+        raise ValueError(
+            f"cannot initialise from {source}: it has U-Net config {saved_unet.to_dict()}, "
+            f"this run {unet_config.to_dict()}"
+        )
+    state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
+    model.load_state_dict(state, strict=True)
+    if ema is not None:
+        ema.load_state_dict(state, strict=True)
+    log.info("initialised the weights from %s (its step %d)", source, int(ckpt["step"]))
+
+
 # ---------------------------------------------------------------------------------- training
 def train(
     data: Any,
@@ -417,6 +435,7 @@ def train(
     *,
     labels: Sequence[int] | Tensor | None = None,
     resume: bool = False,
+    init_from: str | Path | None = None,
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
@@ -432,6 +451,10 @@ def train(
         labels: class labels (N,) for a class-conditional network.
         resume: continue from ``out_dir/checkpoint.pt`` if present (up to ``config.steps``).
             Without it an existing checkpoint is an error, never overwritten silently.
+        init_from: warm start (fine-tuning): a landprior checkpoint whose weights (its EMA
+            when it kept one) initialise the network and its EMA; same U-Net config required.
+            Optimizer and step start afresh. Ignored when resuming (the run's own checkpoint
+            wins).
         callback: called as ``callback(step, loss)`` after every step.
 
     Returns:
@@ -469,6 +492,7 @@ def train(
             ema = copy.deepcopy(model).requires_grad_(False).eval()
         optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
         start = 0
+        init_record: str | None = None  # the warm-start checkpoint, kept in every save
 
         if resume and ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path)
@@ -500,11 +524,16 @@ def train(
                 else:
                     ema.load_state_dict(model.state_dict())
             start = int(ckpt["step"])
+            init_record = ckpt.get("init_from")
             _set_rng_state(ckpt["rng"], generator, device)
             _rewrite_loss_log(log_path, start)
             log.info("resumed %s at step %d", ckpt_path, start)
-        elif log_path.exists():
-            log_path.unlink()
+        else:
+            if init_from is not None:
+                _warm_start(model, ema, unet_config, init_from)
+                init_record = str(init_from)
+            if log_path.exists():
+                log_path.unlink()
 
         def save(step: int) -> None:
             _atomic_save(
@@ -519,6 +548,7 @@ def train(
                     "schedule": {"name": schedule.name, "num_timesteps": T},
                     "rng": _rng_state(generator, device),
                     "torch_version": str(torch.__version__),
+                    "init_from": init_record,
                 },
                 ckpt_path,
             )

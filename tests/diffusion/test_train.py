@@ -16,6 +16,7 @@ from landprior.diffusion.train import (
     CHECKPOINT_NAME,
     LOSS_LOG_NAME,
     TrainConfig,
+    export_inference_checkpoint,
     load_checkpoint,
     load_denoiser,
     train,
@@ -244,3 +245,30 @@ def test_ema_warm_up_tracks_a_short_run(tmp_path) -> None:
 
     # Without warm-up 0.999**60 = 94 % of the EMA would still be the initial weights.
     assert dist(ema, model) < 0.5 * dist(init, model)
+
+
+def test_init_from_warm_starts_from_another_runs_weights(tmp_path) -> None:
+    data = _toy_images()
+    base = train(data, "tiny", _config(steps=20, lr=5e-3), tmp_path / "base", progress=False)
+    export_inference_checkpoint(tmp_path / "base", tmp_path / "slim.pt")
+    for source in (tmp_path / "base", tmp_path / "slim.pt"):
+        out = tmp_path / f"ft-{source.name}"
+        ft = train(data, "tiny", _config(steps=1, lr=1e-12, ema_rate=0.0), out,
+                   progress=False, init_from=source)  # fmt: skip
+        # one step at a vanishing lr: the weights are the base run's EMA weights
+        for key, value in base.ema.state_dict().items():
+            torch.testing.assert_close(ft.model.state_dict()[key], value, rtol=1e-6, atol=1e-9)
+        assert load_checkpoint(out)["init_from"] == str(source)
+    scratch = train(data, "tiny", _config(steps=4), tmp_path / "scratch", progress=False)
+    warm = train(data, "tiny", _config(steps=4), tmp_path / "warm", progress=False,
+                 init_from=tmp_path / "base")  # fmt: skip
+    assert np.mean(warm.losses) < np.mean(scratch.losses)
+    # resuming keeps the record; the run's own checkpoint wins over init_from
+    more = train(data, "tiny", _config(steps=6), tmp_path / "warm", progress=False, resume=True)
+    assert more.step == 6 and load_checkpoint(tmp_path / "warm")["init_from"] == str(
+        tmp_path / "base"
+    )
+    other = UNetConfig.preset("tiny").replace(model_channels=16)
+    with pytest.raises(ValueError, match="cannot initialise from"):
+        train(data, other, _config(steps=1), tmp_path / "bad", progress=False,
+              init_from=tmp_path / "base")  # fmt: skip
