@@ -35,12 +35,14 @@ from landprior.diffusion.schedule import NoiseSchedule
 __all__ = [
     "Guidance",
     "GuidanceContext",
+    "RowGenerators",
     "SamplerStep",
     "ddim_sample",
     "ddim_timesteps",
     "ddpm_sample",
     "fork_generator",
     "randn",
+    "shared_generator",
 ]
 
 
@@ -97,14 +99,63 @@ Callback = Callable[[SamplerStep], None]
 
 
 # ---------------------------------------------------------------------------- randomness
+class RowGenerators:
+    """One generator per batch row, so a problem's noise does not depend on its batch.
+
+    :func:`randn` of shape (B, ...) draws row k from ``generators[k]`` alone: solving
+    problems one at a time or in batches of any size then sees the same noise per problem.
+    ``shared`` serves the draws that are common to the whole batch (e.g. a jittered t
+    schedule); seed it from something that does not depend on the batching either.
+    """
+
+    def __init__(self, seeds: Sequence[int], shared_seed: int, device: str = "cpu") -> None:
+        if len(seeds) < 1:
+            raise ValueError("RowGenerators needs at least one seed")
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+        self.shared = torch.Generator(device=device).manual_seed(int(shared_seed))
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    @property
+    def device(self) -> torch.device:
+        return self.shared.device
+
+    def randn(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
+        shape = tuple(int(s) for s in shape)
+        if not shape or shape[0] != len(self.generators):
+            raise ValueError(
+                f"noise of shape {shape} for {len(self.generators)} row generators: the first "
+                "dimension must be the number of rows"
+            )
+        rows = [
+            torch.randn(shape[1:], generator=g, device=self.device, dtype=dtype)
+            for g in self.generators
+        ]
+        return torch.stack(rows)
+
+
+def shared_generator(
+    generator: torch.Generator | RowGenerators | None,
+) -> torch.Generator | None:
+    """The generator for batch-wide draws: ``generator`` itself, or a RowGenerators' shared one."""
+    return generator.shared if isinstance(generator, RowGenerators) else generator
+
+
 def randn(
     shape: Sequence[int],
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     *,
     device: torch.device | str | None = None,
     dtype: torch.dtype | None = None,
 ) -> Tensor:
-    """Standard normal noise drawn with ``generator`` (on its device), then moved to ``device``."""
+    """Standard normal noise drawn with ``generator`` (on its device), then moved to ``device``.
+
+    A :class:`RowGenerators` draws each batch row from its own generator.
+    """
+    if isinstance(generator, RowGenerators):
+        out = generator.randn(shape, dtype)
+        return out if device is None else out.to(device)
     gen_device = generator.device if generator is not None else device
     out = torch.randn(tuple(shape), generator=generator, device=gen_device, dtype=dtype)
     return out if device is None else out.to(device)

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landprior.diffusion.denoiser import Denoiser, as_batch_t
-from landprior.diffusion.sample import ddpm_sample, randn
+from landprior.diffusion.sample import RowGenerators, ddpm_sample, randn, shared_generator
 from landprior.diffusion.schedule import NoiseSchedule
 from landprior.engine.constraints import Constraint, Weight, as_weight, evaluate
 from landprior.engine.schedules import TSchedule, resolve_t_schedule
@@ -138,7 +138,7 @@ def frozen(denoiser: Denoiser) -> Iterator[Denoiser]:
 
 def _as_init(
     x_init: Tensor | Sequence[int],
-    generator: torch.Generator | None,
+    generator: torch.Generator | RowGenerators | None,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
     label: str,
@@ -172,13 +172,15 @@ def _optimise(
     weight: Weight,
     constraint_on_clipped: bool,
     constraint_input: Callable[[Tensor, list[Tensor]], Tensor] | None,
-    generator: torch.Generator | None,
+    generator: torch.Generator | RowGenerators | None,
     callback: Callback | None,
     progress: bool,
     desc: str,
 ) -> None:
     """The one Algorithm 1 loop: updates ``params`` (leaf tensors) in place."""
-    ts = resolve_t_schedule(t_schedule, schedule.num_timesteps, generator=generator).tolist()
+    ts = resolve_t_schedule(
+        t_schedule, schedule.num_timesteps, generator=shared_generator(generator)
+    ).tolist()
     weight_fn = as_weight(weight)
     opt = make_optimizer(optimizer, params, lr, optimizer_kwargs)
     base_lrs = [group["lr"] for group in opt.param_groups]
@@ -242,7 +244,7 @@ def infer_point(
     lr_schedule: LRSchedule | None = None,
     weight: Weight = 1.0,
     constraint_on_clipped: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     callback: Callback | None = None,
     final_denoise_from: int | None = None,
     progress: bool = False,
@@ -291,7 +293,7 @@ def final_denoise(
     x: Tensor,
     t: int,
     *,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     progress: bool = False,
 ) -> Tensor:
     """Noise x (B, ...) to time t (eq. 2) and run plain DDPM ancestral sampling back to 0."""
@@ -319,7 +321,7 @@ def infer_latent(
     weight: Weight = 1.0,
     constraint_on: Literal["x", "latent"] = "x",
     constraint_on_clipped: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     callback: Callback | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,
@@ -379,7 +381,7 @@ def infer_gaussian(
     lr_schedule: LRSchedule | None = None,
     weight: Weight = 1.0,
     constraint_on_clipped: bool = False,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     callback: Callback | None = None,
     progress: bool = False,
     device: torch.device | str | None = None,

@@ -212,3 +212,21 @@ def test_fork_generator_is_deterministic_and_does_not_advance() -> None:
     assert c is not None
     assert not torch.equal(torch.randn(4, generator=c), torch.randn(4, generator=gen(3)))
     assert fork_generator(None, "x") is None
+
+
+def test_row_generators_draw_each_row_from_its_own_seed() -> None:
+    from landprior.diffusion.sample import RowGenerators, randn, shared_generator
+
+    both = randn((2, 3, 4), RowGenerators([11, 12], shared_seed=0))
+    first = randn((1, 3, 4), RowGenerators([11], shared_seed=5))
+    second = randn((1, 3, 4), RowGenerators([12], shared_seed=5))
+    torch.testing.assert_close(both, torch.cat([first, second]), rtol=0, atol=0)
+    assert not torch.equal(both[0], both[1])
+    rows = RowGenerators([1, 2], shared_seed=7)
+    assert shared_generator(rows) is rows.shared
+    plain = torch.Generator().manual_seed(0)
+    assert shared_generator(plain) is plain
+    with pytest.raises(ValueError, match="number of rows"):
+        randn((3, 4), rows)
+    with pytest.raises(ValueError, match="at least one seed"):
+        RowGenerators([], shared_seed=0)

@@ -16,14 +16,14 @@ Per batch of equal-size instances (points (B, n, 2)):
 4. A from the final L, greedy edge insertion by ``A_ij / d_ij`` and batched 2-opt
    (:func:`landprior.tasks.tsp.extract.tours_from_adjacency`).
 
-Randomness and batching. The start L of an instance depends only on ``(seed, id)``; the
-diffusion noise of every step is drawn by the engine for the whole chunk from one generator
-seeded by ``(seed, id of the chunk's first instance)``. So a run is reproducible under a
-seed, problems in a chunk never interact (each one's gradient involves only its own loss,
-Adam is element-wise, the U-Net normalises per sample), and splitting the instances into
-chunks yourself gives the same tours as letting :func:`solve` chunk them. The noise an
-instance sees does depend on its position in its chunk, so ``batch_size`` changes the Monte
-Carlo draw (not the method): a different batch size is a different, equally valid sample.
+Randomness and batching. The start L of an instance and the diffusion noise of its every
+step depend only on ``(seed, instance id)``: the engine draws each row of the noise from
+that instance's own generator (:class:`~landprior.diffusion.sample.RowGenerators`).
+Problems in a chunk never interact (each one's gradient involves only its own loss, Adam is
+element-wise, the U-Net normalises per sample), so the result of an instance does not
+depend on ``batch_size`` or on which other instances are solved with it - up to
+floating-point differences of batched matrix products, which can in rare near-ties change
+a greedy choice.
 
 ``torch.set_num_threads`` is left to the caller (PAPER_NOTES: two single-thread processes
 beat one two-thread process on a 2-core CPU).
@@ -44,6 +44,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from landprior.diffusion.denoiser import Denoiser
+from landprior.diffusion.sample import RowGenerators
 from landprior.diffusion.schedule import NoiseSchedule
 from landprior.engine.pnp import PnPStep, infer_latent, linear_lr
 from landprior.engine.schedules import paper_schedule
@@ -345,7 +346,7 @@ def solve(
         config: solver settings (default: the paper's 256 steps).
         seed: non-negative seed; with ``ids`` it fixes every random draw.
         ids: (B,) non-negative instance ids (default ``0 .. B-1``); instance k starts from
-            L drawn from ``(seed, ids[k])``, a chunk's noise from its first id.
+            L and the noise drawn from ``(seed, ids[k])``.
         spec: image geometry (must match what the prior was trained on; default 64 px).
         device: where L, the rasters and the denoiser's inputs live (default: CPU).
         callback: called with a :class:`ChunkStep` after every engine step.
@@ -386,8 +387,9 @@ def solve(
 
             start = time.perf_counter()
             logits = _start_logits(chunk_ids, n, seed).to(dev)
-            noise_gen = torch.Generator().manual_seed(
-                instance_seed(seed, chunk_ids[0], _NOISE_STREAM)
+            noise_gen = RowGenerators(
+                [instance_seed(seed, k, _NOISE_STREAM) for k in chunk_ids],
+                shared_seed=instance_seed(seed, 0, _NOISE_STREAM),
             )
 
             def decode(latent: Tensor, r: Any = rasters) -> Tensor:

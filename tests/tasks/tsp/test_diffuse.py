@@ -136,6 +136,20 @@ def test_batched_run_equals_separate_runs(prior, points) -> None:
     np.testing.assert_array_equal(single.tours[0], one_by_one.tours[3])
 
 
+def test_batch_size_does_not_change_an_instance(prior, points) -> None:
+    """Every instance's noise comes from its own (seed, id): batch size 1, 3, 6 agree."""
+    runs = [
+        solve(*prior, points, config=_config(batch_size=bs), seed=5, keep_adjacency=True)
+        for bs in (1, 3, 6)
+    ]
+    for other in runs[1:]:
+        np.testing.assert_allclose(other.adjacency, runs[0].adjacency, atol=1e-4)
+        np.testing.assert_array_equal(other.tours, runs[0].tours)
+    # and a different seed is a different draw
+    moved = solve(*prior, points, config=_config(batch_size=3), seed=6, keep_adjacency=True)
+    assert not np.allclose(moved.adjacency, runs[0].adjacency, atol=1e-3)
+
+
 def test_two_opt_never_lengthens_the_greedy_tour(prior, points) -> None:
     full = solve(*prior, points, config=_config(), seed=4, keep_adjacency=True)
     greedy = solve(*prior, points, config=_config(two_opt=False), seed=4)
