@@ -332,6 +332,9 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
         train_segmenter,
     )
 
+    source = click.get_current_context().get_parameter_source("replay_fraction")
+    if not replay_paths and source is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--replay-fraction needs --replay-chips (the chips to replay)")
     _threads(threads)
     sets = [ChipSet.load(p) for p in chips_paths]
     factors = {cs.factor for cs in sets}

@@ -163,6 +163,9 @@ def test_one_line_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
     _fails("landcover", "train-segmenter", "--chips", pipeline["source_chips"], "--inputs",
            "image+weak", "--init", pipeline["source_model"], "--out", tmp_path / "m.pt",
            "--steps", "1", "--no-progress", match="takes inputs 'image', not 'image+weak'")
+    _fails("landcover", "train-segmenter", "--chips", pipeline["source_chips"], "--target",
+           "truth", "--replay-fraction", "0.3", "--out", tmp_path / "m.pt", "--steps", "1",
+           "--no-progress", match="--replay-fraction needs --replay-chips")
     _fails("landcover", "chips", "--data", root, "--city", "atlantis", "--out", tmp_path / "c.npz",
            match="unknown city 'atlantis'")
     _fails("landcover", "chips", "--data", root, "--city", TARGET_CITY, "--size", "30",
