@@ -15,9 +15,11 @@ city id                     plays               CRS          character
                                                              river, forests, lawns (train/val/
                                                              test, high-res labels)
 ``synthgreen_nc-2012``      durham_nc-2012      EPSG:26918   pine forest, fields, ponds, red
-                                                             clay, warmer sensor (mild shift)
+                                                             clay, brighter and bluer sensor
+                                                             with a weak NIR band
 ``synthdry_tx-2012``        austin_tx-2012      EPSG:26914   dry yellow grass, shrubs, caliche,
-                                                             regular grid, pale roofs
+                                                             regular grid, pale roofs, strong
+                                                             NIR band
 ``synthdesert_az-2010``     phoenix_az-2010     EPSG:26912   desert: barren ground and creosote
                                                              shrubs, gravel yards, pools, canal,
                                                              tile roofs, hazy imagery (strong
@@ -276,8 +278,11 @@ CITIES: tuple[CityStyle, ...] = (
             (92, 80, 72, 82),
             (128, 96, 78, 100),
         ),
-        gain=(1.06, 1.03, 0.95, 1.08),
-        offset=(2.0, 0.0, -3.0, 0.0),
+        # another camera and calibration: brighter, bluer, weaker NIR. Calibrated so that the
+        # source-city segmenter scores ~76 % here, as the paper's Pittsburgh model does in
+        # Durham (74.2 %); the first, milder (1.06, 1.03, 0.95, 1.08) left it at 86.5 %.
+        gain=(1.18, 1.12, 1.0, 0.85),
+        offset=(10.0, 8.0, 4.0, -6.0),
         noise=3.5,
         sun=(1.0, 0.5),
         shadow_len=(4, 3),
@@ -341,8 +346,11 @@ CITIES: tuple[CityStyle, ...] = (
             (110, 100, 95, 100),
             (180, 165, 140, 160),
         ),
-        gain=(1.0, 0.98, 0.92, 0.95),
-        offset=(6.0, 4.0, 2.0, 4.0),
+        # strong NIR response: calibrated so that the source-city segmenter scores ~71 % here,
+        # as the paper's Pittsburgh model does in Austin (71.9 %); the first NIR gain 0.95
+        # left it at 80.9 %.
+        gain=(1.0, 0.98, 0.92, 1.12),
+        offset=(6.0, 4.0, 2.0, 6.0),
         noise=4.0,
         sun=(0.6, 1.0),
         shadow_len=(4, 3),
