@@ -223,6 +223,18 @@ def test_cli_train_and_sample(tmp_path) -> None:
                                    "--out", str(tmp_path / "x.pt")])
     assert missing.exit_code != 0
 
+    # --init-from: a fine-tuning run starts from the exported weights
+    tuned = tmp_path / "tuned"
+    result = runner.invoke(main, ["diffusion", "train", "--data", str(data), "--preset", "tiny",
+                                  "--steps", "1", "--batch-size", "2", "--out", str(tuned),
+                                  "--no-progress", "--init-from", str(slim)])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(tuned)["init_from"] == str(slim)
+    other = runner.invoke(main, ["diffusion", "train", "--data", str(data), "--preset", "mnist32",
+                                 "--steps", "1", "--out", str(tmp_path / "o"), "--no-progress",
+                                 "--init-from", str(slim)])
+    assert other.exit_code != 0 and "cannot initialise from" in other.output
+
 
 def test_ema_warm_up_tracks_a_short_run(tmp_path) -> None:
     """After a short run the EMA is close to the trained weights, not to the random init."""
