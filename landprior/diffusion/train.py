@@ -296,6 +296,7 @@ def export_inference_checkpoint(
         "schedule": ckpt.get("schedule"),
         "torch_version": ckpt.get("torch_version"),
         "exported_from": {"path": str(checkpoint), "weights": weights},
+        "init_from": ckpt.get("init_from"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(slim, out)

@@ -280,6 +280,8 @@ def test_init_from_warm_starts_from_another_runs_weights(tmp_path) -> None:
     assert more.step == 6 and load_checkpoint(tmp_path / "warm")["init_from"] == str(
         tmp_path / "base"
     )
+    export_inference_checkpoint(tmp_path / "warm", tmp_path / "warm.pt")  # keeps the record
+    assert load_checkpoint(tmp_path / "warm.pt")["init_from"] == str(tmp_path / "base")
     other = UNetConfig.preset("tiny").replace(model_channels=16)
     with pytest.raises(ValueError, match="cannot initialise from"):
         train(data, other, _config(steps=1), tmp_path / "bad", progress=False,
