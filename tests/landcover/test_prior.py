@@ -139,3 +139,17 @@ def test_sample_label_grid_writes_a_png(trained_prior: Trained, tmp_path: Path) 
                                    atol=0.01)
     samples = np.concatenate([cell_at(r, c) for r in (2, 3) for c in (0, 1)])
     assert np.abs(samples - barren).sum(-1).max() > 0.1  # the samples are not all barren
+
+
+def test_the_shipped_demo_prior_installs(tmp_path: Path) -> None:
+    """models/landcover/demo-prior.pt: the landcover-cpu net over the 5 classes, EMA weights."""
+    from landprior.landcover.prior import install_label_prior
+
+    shipped = Path(__file__).resolve().parents[2] / "models" / "landcover" / "demo-prior.pt"
+    out = install_label_prior(shipped, tmp_path)
+    denoiser, _, meta = load_denoiser(out)
+    net = meta["unet_config"]
+    assert net.replace(out_channels=None) == UNetConfig.preset("landcover-cpu")
+    assert net.in_channels == net.out_channels == 5 and meta["step"] == 10_000
+    x = torch.zeros(1, 5, 32, 32)
+    assert denoiser(x, torch.tensor([10])).shape == x.shape
