@@ -52,6 +52,20 @@ def _load_array(path: Path, key: str | None) -> Any:
     return arr
 
 
+def resume_options(func: Any) -> Any:
+    """--resume and --init-from, shared by every training command of a DDPM prior."""
+    func = click.option(
+        "--init-from",
+        type=click.Path(exists=True, path_type=Path),
+        default=None,
+        help="Warm start (fine-tune): take the weights of this landprior checkpoint (same "
+        "U-Net preset); optimizer and step count start afresh.",
+    )(func)
+    return click.option(
+        "--resume", is_flag=True, help="Continue the run in --out from its checkpoint."
+    )(func)
+
+
 @group.command(name="train")
 @click.option("--data", "data_path", required=True,
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -65,14 +79,7 @@ def _load_array(path: Path, key: str | None) -> Any:
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (checkpoint.pt, loss.jsonl).")
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option(
-    "--init-from",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Warm start (fine-tune): take the weights of this landprior checkpoint (same U-Net "
-    "preset); optimizer and step count start afresh.",
-)
+@resume_options
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--ema-rate", default=0.9999, show_default=True, type=float,

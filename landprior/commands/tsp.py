@@ -11,6 +11,8 @@ from typing import Any
 import click
 import numpy as np
 
+from landprior.commands.diffusion import resume_options
+
 logger = logging.getLogger(__name__)
 
 
@@ -483,14 +485,7 @@ def solve(
     help="No random flips (by default images are flipped left-right and up-down: "
     "a reflected tour is the optimal tour of the reflected instance).",
 )
-@click.option("--resume", is_flag=True, help="Continue the run in --out from its checkpoint.")
-@click.option(
-    "--init-from",
-    type=click.Path(exists=True, path_type=Path),
-    default=None,
-    help="Warm start (fine-tune): take the weights of this landprior checkpoint (same U-Net "
-    "preset); optimizer and step count start afresh.",
-)
+@resume_options
 @click.option(
     "--threads",
     type=click.IntRange(min=1),

@@ -409,17 +409,21 @@ def _resolve_unet(unet: UNetConfig | str) -> UNetConfig:
     return UNetConfig.preset(unet) if isinstance(unet, str) else unet
 
 
+def _check_same_unet(ckpt: Mapping[str, Any], unet_config: UNetConfig, what: str) -> None:
+    saved = UNetConfig.from_dict(ckpt["unet_config"])
+    if saved != unet_config:
+        raise ValueError(
+            f"{what}: it was trained with U-Net config {saved.to_dict()}, this run uses "
+            f"{unet_config.to_dict()}"
+        )
+
+
 def _warm_start(
     model: nn.Module, ema: nn.Module | None, unet_config: UNetConfig, source: str | Path
 ) -> None:
     """Load the inference weights of checkpoint ``source`` into ``model`` (and ``ema``)."""
     ckpt = load_checkpoint(source)
-    saved_unet = UNetConfig.from_dict(ckpt["unet_config"])
-    if saved_unet != unet_config:
-        raise ValueError(
-            f"cannot initialise from {source}: it has U-Net config {saved_unet.to_dict()}, "
-            f"this run {unet_config.to_dict()}"
-        )
+    _check_same_unet(ckpt, unet_config, f"cannot initialise from {source}")
     state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(state, strict=True)
     if ema is not None:
@@ -497,12 +501,7 @@ def train(
 
         if resume and ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path)
-            saved_unet = UNetConfig.from_dict(ckpt["unet_config"])
-            if saved_unet != unet_config:
-                raise ValueError(
-                    f"cannot resume {ckpt_path}: it was trained with U-Net config "
-                    f"{saved_unet.to_dict()}, not {unet_config.to_dict()}"
-                )
+            _check_same_unet(ckpt, unet_config, f"cannot resume {ckpt_path}")
             saved = TrainConfig.from_dict(ckpt["train_config"])
             for key in ("schedule", "num_timesteps"):
                 if getattr(saved, key) != getattr(config, key):
