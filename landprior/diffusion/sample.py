@@ -161,12 +161,16 @@ def randn(
     return out if device is None else out.to(device)
 
 
-def fork_generator(generator: torch.Generator | None, salt: str) -> torch.Generator | None:
+def fork_generator(
+    generator: torch.Generator | RowGenerators | None, salt: str
+) -> torch.Generator | None:
     """A new generator seeded from a hash of ``generator``'s state and ``salt``.
 
     Deterministic and does not advance ``generator``: guidance that draws random numbers
-    from the fork leaves the sampler's own noise stream untouched.
+    from the fork leaves the sampler's own noise stream untouched. A :class:`RowGenerators`
+    forks its ``shared`` generator (guidance draws are batch-wide).
     """
+    generator = shared_generator(generator)
     if generator is None:
         return None
     state = generator.get_state().numpy().tobytes()
@@ -179,7 +183,7 @@ def fork_generator(generator: torch.Generator | None, salt: str) -> torch.Genera
 # ---------------------------------------------------------------------------- shared loop
 def _initial_x(
     shape_or_x_T: Tensor | Sequence[int],
-    generator: torch.Generator | None,
+    generator: torch.Generator | RowGenerators | None,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
 ) -> Tensor:
@@ -208,7 +212,7 @@ def _run(
     times: list[int],
     make_update: Callable[[int, int], tuple[_Update, float, bool]],
     *,
-    generator: torch.Generator | None,
+    generator: torch.Generator | RowGenerators | None,
     guidance: Guidance | None,
     callback: Callback | None,
     clip_x0: float | None,
@@ -274,7 +278,7 @@ def ddpm_sample(
     shape_or_x_T: Tensor | Sequence[int],
     *,
     t_start: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     guidance: Guidance | None = None,
     callback: Callback | None = None,
     clip_x0: float | None = None,
@@ -338,7 +342,7 @@ def ddim_sample(
     steps: int,
     eta: float = 0.0,
     t_start: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | RowGenerators | None = None,
     guidance: Guidance | None = None,
     callback: Callback | None = None,
     clip_x0: float | None = None,
