@@ -529,12 +529,17 @@ def train_prior(
     """
     import torch
 
-    from landprior.diffusion.train import TrainConfig, train
+    from landprior.diffusion.train import TrainConfig, check_init_from, train
     from landprior.diffusion.unet import UNetConfig
     from landprior.tasks.tsp.render import RasterSpec, build_render_dataset
 
     if threads is not None:
         torch.set_num_threads(threads)
+    if init_from is not None and not resume:  # fail before rendering, not after
+        try:
+            check_init_from(init_from, preset)
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from exc
     spec = RasterSpec()
     if data_path is None:
         data_path = out_dir / "data" / f"tours-n{n}-count{count}-seed{data_seed}.npy"

@@ -418,12 +418,21 @@ def _check_same_unet(ckpt: Mapping[str, Any], unet_config: UNetConfig, what: str
         )
 
 
+def check_init_from(source: str | Path, unet: UNetConfig | str) -> dict[str, Any]:
+    """Read checkpoint ``source`` and check it can warm-start a ``unet`` run (ValueError if not).
+
+    Call it before expensive preparation (rendering a data set) to fail early.
+    """
+    ckpt = load_checkpoint(source)
+    _check_same_unet(ckpt, _resolve_unet(unet), f"cannot initialise from {source}")
+    return ckpt
+
+
 def _warm_start(
     model: nn.Module, ema: nn.Module | None, unet_config: UNetConfig, source: str | Path
 ) -> None:
     """Load the inference weights of checkpoint ``source`` into ``model`` (and ``ema``)."""
-    ckpt = load_checkpoint(source)
-    _check_same_unet(ckpt, unet_config, f"cannot initialise from {source}")
+    ckpt = check_init_from(source, unet_config)
     state = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"]
     model.load_state_dict(state, strict=True)
     if ema is not None:
@@ -525,6 +534,8 @@ def train(
                     ema.load_state_dict(model.state_dict())
             start = int(ckpt["step"])
             init_record = ckpt.get("init_from")
+            if init_from is not None:
+                log.warning("resuming %s: --init-from %s is ignored", ckpt_path, init_from)
             _set_rng_state(ckpt["rng"], generator, device)
             _rewrite_loss_log(log_path, start)
             log.info("resumed %s at step %d", ckpt_path, start)

@@ -293,6 +293,17 @@ def test_cli_train_prior_builds_data_and_resumes(tmp_path: Path, monkeypatch) ->
     assert "step 2" in resumed.output
     prior = load_prior(out)
     assert prior.meta["step"] == 2 and prior.meta["unet_config"].name == "tsp-cpu"
+    # --init-from a network of another preset fails before anything is rendered
+    fresh = tmp_path / "ft"
+    bad = runner.invoke(main, ["tsp", "train-prior", "--out", str(fresh), "--n", "8",
+                               "--count", "6", "--steps", "1", "--preset", "tsp64",
+                               "--init-from", str(out), "--no-progress"])  # fmt: skip
+    assert bad.exit_code != 0 and "cannot initialise from" in bad.output
+    assert not (fresh / "data").exists()
+    tuned = runner.invoke(main, [*base[:2], "--out", str(fresh), *base[4:], "--steps", "1",
+                                 "--init-from", str(out)])  # fmt: skip
+    assert tuned.exit_code == 0, tuned.output
+    assert load_prior(fresh).meta["step"] == 1
 
 
 def test_export_prior_keeps_the_inference_weights(checkpoint: Path, tmp_path: Path) -> None:
