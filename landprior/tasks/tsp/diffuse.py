@@ -50,7 +50,13 @@ from landprior.engine.pnp import PnPStep, infer_latent, linear_lr
 from landprior.engine.schedules import paper_schedule
 from landprior.tasks.tsp.adjacency import DEFAULT_TAU, adjacency_from_logits
 from landprior.tasks.tsp.data import MIN_CITIES, tour_lengths
-from landprior.tasks.tsp.extract import TWO_OPT_KERNELS, TwoOptKernel, tours_from_adjacency, two_opt
+from landprior.tasks.tsp.extract import (
+    TWO_OPT_KERNELS,
+    TwoOptKernel,
+    tours_from_adjacency,
+    two_opt,
+    warm_up_two_opt,
+)
 from landprior.tasks.tsp.render import RasterSpec, edge_rasters, image_from_logits
 
 __all__ = [
@@ -104,7 +110,7 @@ class DiffusionSolverConfig:
     lr_end: float = 0.77
     tau: float = DEFAULT_TAU
     two_opt: bool = True
-    kernel: TwoOptKernel = "pruned"
+    kernel: TwoOptKernel = "auto"
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size"):
@@ -274,9 +280,10 @@ def warm_up() -> None:
     """Import what torch loads lazily on the first optimizer (torch._dynamo, ~3 s on CPU).
 
     Call it before timing :func:`solve` so that a process's one-off start-up cost is not
-    charged to the instances of its first chunk.
+    charged to the instances of its first chunk. Also compiles the 2-opt kernel.
     """
     torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=1.0)
+    warm_up_two_opt()
 
 
 # --------------------------------------------------------------------------- seeding

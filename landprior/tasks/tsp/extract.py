@@ -3,10 +3,10 @@
 * :func:`greedy_tours` - edges ranked by a score (the paper: A_ij / d_ij), inserted while
   both ends have degree < 2 and lie in different fragments (union-find), then the cycle is
   closed. With A = 1 it is the classic nearest-edge greedy.
-* :func:`two_opt` - best-improvement 2-opt to a local optimum, batched over instances,
-  vectorised. Every pass applies the single best move of every unconverged instance, with
-  the same arithmetic and tie-breaking as the plain-Python :func:`two_opt_python`, so both
-  give identical tours and move counts. Two exact kernels:
+* :func:`two_opt` - best-improvement 2-opt to a local optimum, batched over instances.
+  Every pass applies the single best move of every unconverged instance, with the same
+  arithmetic and tie-breaking as the plain-Python :func:`two_opt_python`, so every kernel
+  gives identical tours and move counts. Three exact kernels, two vectorised in numpy:
 
   - ``"dense"``: all O(n^2) move gains of the current tours at once (one gather of the
     tour-ordered distance matrix per pass);
@@ -15,6 +15,10 @@
     suffices to pair every city with the cities closer to it than its tour successor (or
     predecessor): a prefix of its sorted neighbour list whose length is the successor's
     rank. Worst case O(n^2) per pass, typically O(n).
+
+  and ``"compiled"``: the reference loop compiled with numba, instances in parallel
+  threads (:mod:`landprior.tasks.tsp.two_opt_compiled`). ``"auto"`` (default) picks it
+  when numba is installed, else ``"pruned"``; the choice never changes a result.
 
 Tours are (B, n) int64 permutations (closed implicitly); move (i, j), 0 <= i < j < n,
 j >= i + 2, (i, j) != (0, n - 1), reverses ``tour[i + 1 : j + 1]`` and gains
@@ -31,11 +35,12 @@ from typing import Literal, get_args
 import numpy as np
 import torch
 
+from landprior.tasks.tsp import two_opt_compiled
 from landprior.tasks.tsp.data import distance_matrices, tour_lengths
 
 logger = logging.getLogger(__name__)
 
-TwoOptKernel = Literal["pruned", "dense"]
+TwoOptKernel = Literal["auto", "compiled", "pruned", "dense"]
 TWO_OPT_KERNELS: tuple[str, ...] = get_args(TwoOptKernel)
 BaselineMethod = Literal["greedy", "greedy-two-opt", "nn-two-opt", "two-opt"]
 BASELINE_METHODS: tuple[str, ...] = get_args(BaselineMethod)
@@ -182,33 +187,40 @@ def two_opt(
     points: np.ndarray,
     tours: np.ndarray,
     *,
-    kernel: TwoOptKernel = "pruned",
+    kernel: TwoOptKernel = "auto",
     max_moves: int | None = None,
     tol: float = DEFAULT_TOL,
     distances: np.ndarray | None = None,
+    threads: int | None = None,
 ) -> TwoOptResult:
     """Best-improvement 2-opt to a local optimum, batched and vectorised (paper section 5).
 
     Args:
         points: (B, n, 2) cities (ignored when ``distances`` (B, n, n) is given).
         tours: (B, n) starting tours.
-        kernel: ``"pruned"`` (exact neighbour-list pruning, default) or ``"dense"``.
+        kernel: ``"auto"`` (``"compiled"`` when numba is installed, else ``"pruned"``),
+            ``"compiled"``, ``"pruned"`` (neighbour-list pruning) or ``"dense"``; all exact.
         max_moves: stop an instance after this many moves (``converged`` is then False).
         tol: a move is applied only when its gain is below ``-tol``.
+        threads: CPU threads of the compiled kernel (default ``torch.get_num_threads()``,
+            which the CLI's ``--threads`` sets); never changes a result.
 
     Returns:
         :class:`TwoOptResult`; identical to :func:`two_opt_python` per instance.
     """
     if kernel not in TWO_OPT_KERNELS:
         raise ValueError(f"kernel must be one of {TWO_OPT_KERNELS}, got {kernel!r}")
-    dist = distance_matrices(_batched_points(points)) if distances is None else distances
-    dist = np.ascontiguousarray(dist, dtype=np.float64)
     t = np.array(tours, dtype=np.int64, copy=True)
     if t.ndim == 1:
         t = t[None]
     b, n = t.shape
-    if dist.shape != (b, n, n):
-        raise ValueError(f"tours {t.shape} do not match distances {dist.shape}")
+    if kernel == "auto":
+        kernel = "compiled" if two_opt_compiled.available() else "pruned"
+    pts = _batched_points(points) if distances is None else None
+    if pts is not None and pts.shape[:2] != (b, n):
+        raise ValueError(f"tours {t.shape} do not match points {pts.shape}")
+    if distances is not None and np.shape(distances) != (b, n, n):
+        raise ValueError(f"tours {t.shape} do not match distances {np.shape(distances)}")
     if not (np.sort(t, axis=1) == np.arange(n)).all():
         raise ValueError("every tour must be a permutation of range(n)")
     moves = np.zeros(b, dtype=np.int64)
@@ -217,6 +229,15 @@ def two_opt(
         converged[:] = True
         return TwoOptResult(t, moves, converged)
     limit = np.iinfo(np.int64).max if max_moves is None else max_moves
+    if kernel == "compiled":
+        return TwoOptResult(
+            *two_opt_compiled.two_opt_compiled(
+                t, limit, tol, points=pts, distances=distances,
+                threads=torch.get_num_threads() if threads is None else threads,
+            )
+        )  # fmt: skip
+    dist = distance_matrices(pts) if distances is None else distances
+    dist = np.ascontiguousarray(dist, dtype=np.float64)
     active = np.arange(b)
     best_fn = _PrunedKernel(dist) if kernel == "pruned" else _DenseKernel(dist)
     positions = np.arange(n)
@@ -234,6 +255,12 @@ def two_opt(
         t[active] = np.take_along_axis(t[active], src, axis=1)
         moves[active] += 1
     return TwoOptResult(t, moves, converged)
+
+
+def warm_up_two_opt() -> None:
+    """Compile (or load from numba's cache) the default kernel, outside any timing."""
+    points = np.array([[[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5]]])
+    two_opt(points, np.arange(5)[None])
 
 
 class _DenseKernel:
@@ -409,7 +436,7 @@ def tours_from_adjacency(
     points: np.ndarray,
     *,
     refine: bool = True,
-    kernel: TwoOptKernel = "pruned",
+    kernel: TwoOptKernel = "auto",
 ) -> ExtractedTours:
     """Paper section 5 extraction: greedy on A_ij / d_ij, then (``refine``) 2-opt.
 
@@ -426,7 +453,11 @@ def tours_from_adjacency(
 
 
 def baseline_tours(
-    points: np.ndarray, method: BaselineMethod = "nn-two-opt", *, seed: int | None = 0
+    points: np.ndarray,
+    method: BaselineMethod = "nn-two-opt",
+    *,
+    seed: int | None = 0,
+    kernel: TwoOptKernel = "auto",
 ) -> ExtractedTours:
     """Non-diffusion baselines of Table 2, batched over (B, n, 2) points.
 
@@ -435,6 +466,8 @@ def baseline_tours(
     * ``nn-two-opt``: 2-opt from the nearest-neighbour tour from city 0 (the paper's
       "2-opt alone" row).
     * ``two-opt``: 2-opt from a uniformly random tour (``seed``).
+
+    ``kernel`` picks the 2-opt kernel (:func:`two_opt`; never changes a result).
     """
     if method not in BASELINE_METHODS:
         raise ValueError(f"method must be one of {BASELINE_METHODS}, got {method!r}")
@@ -444,16 +477,17 @@ def baseline_tours(
     if method in ("greedy", "greedy-two-opt"):
         # A = 1: scores 1 / d_ij rank edges exactly like -d_ij (which needs no epsilon)
         initial = greedy_tours(-distance_matrices(pts))
-        return ExtractedTours(*_finish(pts, initial, method == "greedy-two-opt", start))
+        refine = method == "greedy-two-opt"
+        return ExtractedTours(*_finish(pts, initial, refine, start, kernel))
     initial = nearest_neighbour_tours(pts) if method == "nn-two-opt" else random_tours(b, n, seed)
-    return ExtractedTours(*_finish(pts, initial, True, start))
+    return ExtractedTours(*_finish(pts, initial, True, start, kernel))
 
 
 def _finish(
-    pts: np.ndarray, tours: np.ndarray, refine: bool, start: float
+    pts: np.ndarray, tours: np.ndarray, refine: bool, start: float, kernel: TwoOptKernel
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     moves = np.zeros(len(tours), dtype=np.int64)
     if refine:
-        result = two_opt(pts, tours)
+        result = two_opt(pts, tours, kernel=kernel)
         tours, moves = result.tours, result.moves
     return tours, tour_lengths(pts, tours), moves, time.perf_counter() - start

@@ -69,6 +69,26 @@ def test_baseline_without_tours_and_bad_file(runner: CliRunner, tmp_path: Path) 
     assert f"{bad}:4: odd number of coordinates" in failed.output
 
 
+def test_baseline_kernels_give_the_same_tours(runner: CliRunner, tmp_path: Path) -> None:
+    path = tmp_path / "u.txt"
+    result = runner.invoke(
+        main, ["tsp", "generate", "--n", "30", "--count", "5", "--seed", "2", "--out", str(path)]
+    )
+    assert result.exit_code == 0, result.output
+    lengths = {}
+    for kernel in ("compiled", "pruned", "dense"):
+        out = runner.invoke(
+            main,
+            ["tsp", "baseline", "--instances", str(path), "--method", "two-opt",
+             "--two-opt-kernel", kernel, "--json"],
+        )  # fmt: skip
+        assert out.exit_code == 0, out.output
+        summary = _json(out.output)
+        assert summary["two_opt_kernel"] == kernel and summary["two_opt_moves_mean"] > 0
+        lengths[kernel] = (summary["mean_length"], summary["two_opt_moves_mean"])
+    assert lengths["compiled"] == lengths["pruned"] == lengths["dense"]
+
+
 def test_render_dataset(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "d.npy"
     result = runner.invoke(

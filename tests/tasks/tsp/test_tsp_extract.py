@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from landprior.tasks.tsp import two_opt_compiled
 from landprior.tasks.tsp.adjacency import tour_adjacency
 from landprior.tasks.tsp.data import distance_matrices, is_permutation, tour_lengths
 from landprior.tasks.tsp.data import uniform_instances as uniform
 from landprior.tasks.tsp.extract import (
+    DEFAULT_TOL,
     baseline_tours,
     edge_scores,
     greedy_tours,
@@ -112,7 +114,7 @@ def _cases() -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-@pytest.mark.parametrize("kernel", ["pruned", "dense"])
+@pytest.mark.parametrize("kernel", ["pruned", "dense", "compiled", "auto"])
 def test_vectorised_two_opt_equals_python(kernel: str) -> None:
     for points, start in _cases():
         result = two_opt(points, start, kernel=kernel)  # type: ignore[arg-type]
@@ -121,6 +123,36 @@ def test_vectorised_two_opt_equals_python(kernel: str) -> None:
             tour, moves = two_opt_python(points[k], start[k])
             np.testing.assert_array_equal(result.tours[k], tour)
             assert result.moves[k] == moves
+
+
+@pytest.mark.parametrize("dense_fraction", [0.0, 0.4, 1e9])
+def test_compiled_two_opt_both_move_searches_equal_python(dense_fraction: float) -> None:
+    # 0: every pass scans all moves; 1e9: every pass uses the candidate lists only
+    for points, start in _cases():
+        tours, moves, converged = two_opt_compiled.two_opt_compiled(
+            start, 10**9, DEFAULT_TOL, points=points, dense_fraction=dense_fraction
+        )
+        assert converged.all()
+        for k in range(len(points)):
+            tour, count = two_opt_python(points[k], start[k])
+            np.testing.assert_array_equal(tours[k], tour)
+            assert moves[k] == count
+
+
+def test_compiled_two_opt_threads_and_distances_change_nothing() -> None:
+    points = uniform(9, 50, seed=11)
+    start = random_tours(9, 50, seed=11)
+    one = two_opt(points, start, kernel="compiled", threads=1)
+    two = two_opt(points, start, kernel="compiled", threads=2)
+    given = two_opt(None, start, kernel="compiled", distances=distance_matrices(points))  # type: ignore[arg-type]
+    for other in (two, given):
+        np.testing.assert_array_equal(one.tours, other.tours)
+        np.testing.assert_array_equal(one.moves, other.moves)
+    capped = two_opt(points, start, kernel="compiled", max_moves=3)
+    assert (capped.moves == 3).all() and not capped.converged.any()
+    np.testing.assert_array_equal(
+        capped.tours[0], two_opt_python(points[0], start[0], max_moves=3)[0]
+    )
 
 
 def test_two_opt_improves_to_a_local_optimum() -> None:

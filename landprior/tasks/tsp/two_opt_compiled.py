@@ -1,0 +1,265 @@
+"""Compiled best-improvement 2-opt (numba), batched over instances in parallel threads.
+
+Same result as :func:`~landprior.tasks.tsp.extract.two_opt_python`, move for move: every
+pass applies the move (i, j) with the smallest gain ``((d(t_i, t_j) + d(t_i+1, t_j+1)) -
+d(t_i, t_i+1)) - d(t_j, t_j+1)`` (that arithmetic, no fast-math), the lowest (i, j) among
+equal gains, while it is below ``-tol``. Two ways to find that move, chosen per pass:
+
+* candidate lists (usual): a move gains only if ``d(a, c) < d(a, b)`` or
+  ``d(b, e) < d(c, e)`` (the gain is the sum of those two differences), so every improving
+  move pairs a city with a city closer to it than one of its two tour neighbours. Each city
+  keeps, for each of its two neighbours, the list of cities closer than that neighbour.
+  Reversing a segment only swaps which neighbour is the successor, so after a move only the
+  four cities at the two new edges rescan their lists (O(n) each); a pass costs the total
+  list length, typically a few per city.
+* dense: all O(n^2) gains, when the lists grow past ``dense_fraction * n^2`` entries (e.g.
+  from a random tour, where a full scan is cheaper per move).
+
+Instances run in parallel (``numba.prange``); they are independent, so the thread count
+changes no result. Each thread builds its instance's distance matrix from the points exactly
+as ``data.distance_matrices`` does (no (B, n, n) array is materialised). numba is imported
+lazily: :func:`available` says whether it is installed; the first call compiles the kernel
+(seconds; cached on disk afterwards).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+DENSE_FRACTION = 0.4
+
+
+try:  # numba is a dependency; without it the numpy kernels still work
+    import numba
+except ImportError:  # pragma: no cover - exercised only in installs without numba
+    numba = None
+
+
+def available() -> bool:
+    """True when numba is installed (the ``"compiled"`` kernel can run)."""
+    return numba is not None
+
+
+def _no_numba(*_args: Any, **_kwargs: Any) -> Any:  # pragma: no cover
+    raise RuntimeError(
+        "the 'compiled' 2-opt kernel needs numba (pip install numba); "
+        "use kernel='pruned' or 'dense' instead"
+    )
+
+
+if numba is not None:
+    # module-level functions so that numba's on-disk cache finds them in the next process
+    _jit = numba.njit(cache=True, nogil=True)
+    _jit_parallel = numba.njit(cache=True, nogil=True, parallel=True)
+    _prange = numba.prange
+else:  # pragma: no cover
+    _jit = _jit_parallel = lambda fn: _no_numba
+    _prange = range
+
+
+@_jit
+def _distance_matrix(points: np.ndarray) -> np.ndarray:
+    # bit-identical to data.distance_matrices: sqrt(dx * dx + dy * dy), no contraction
+    n = points.shape[0]
+    x = points[:, 0].copy()
+    y = points[:, 1].copy()
+    dist = np.empty((n, n), dtype=np.float64)
+    for i in range(n):
+        xi = x[i]
+        yi = y[i]
+        for j in range(n):
+            dx = xi - x[j]
+            dy = yi - y[j]
+            dist[i, j] = np.sqrt(dx * dx + dy * dy)
+    return dist
+
+
+@_jit
+def _closer_than(dist: np.ndarray, u: int, w: int, out: np.ndarray) -> int:
+    # the cities v with d(u, v) < d(u, w), into out; returns how many
+    row = dist[u]
+    limit = row[w]
+    count = 0
+    for v in range(row.shape[0]):
+        if row[v] < limit:
+            out[count] = v
+            count += 1
+    return count
+
+
+@_jit
+def _consider(dist: np.ndarray, tour: np.ndarray, p: int, q: int,
+             best: float, bi: int, bj: int) -> tuple:  # fmt: skip
+    # the move on the edges at tour positions p and q, against the best so far
+    n = tour.shape[0]
+    i = min(p, q)
+    j = max(p, q)
+    if j - i < 2 or (i == 0 and j == n - 1):
+        return best, bi, bj
+    a = tour[i]
+    c = tour[j]
+    e = tour[j + 1] if j + 1 < n else tour[0]
+    gain = dist[a, c] + dist[tour[i + 1], e] - dist[a, tour[i + 1]] - dist[c, e]
+    if gain < best or (gain == best and (i < bi or (i == bi and j < bj))):
+        return gain, i, j
+    return best, bi, bj
+
+
+@_jit
+def _dense_pass(dist: np.ndarray, tour: np.ndarray, ext: np.ndarray, cost: np.ndarray,
+               gains: np.ndarray) -> tuple:  # fmt: skip
+    # all moves, row-major, first strictly smallest (the reference's scan)
+    n = tour.shape[0]
+    ext[:n] = tour
+    ext[n] = tour[0]
+    for k in range(n):
+        cost[k] = dist[ext[k], ext[k + 1]]
+    best = np.inf
+    bi = n
+    bj = n
+    for i in range(n - 2):
+        row_a = dist[ext[i]]
+        row_b = dist[ext[i + 1]]
+        ab = cost[i]
+        stop = n - 1 if i == 0 else n
+        for j in range(i + 2, stop):  # vectorisable: no branch in the loop
+            gains[j] = row_a[ext[j]] + row_b[ext[j + 1]] - ab - cost[j]
+        low = np.inf
+        for j in range(i + 2, stop):
+            low = min(low, gains[j])
+        if low < best:
+            for j in range(i + 2, stop):
+                if gains[j] == low:
+                    best = low
+                    bi = i
+                    bj = j
+                    break
+    return best, bi, bj
+
+
+@_jit
+def _one_instance(dist: np.ndarray, tour: np.ndarray, limit: int, tol: float,
+                 dense_fraction: float) -> tuple:  # fmt: skip
+    n = tour.shape[0]
+    pos = np.empty(n, dtype=np.int64)
+    for p in range(n):
+        pos[tour[p]] = p
+    # neighbour[u, s]: one of u's two tour neighbours; lists[u, s, :count[u, s]]: the
+    # cities closer to u than it (which of the two is the successor changes with moves)
+    neighbour = np.empty((n, 2), dtype=np.int64)
+    lists = np.empty((n, 2, n), dtype=np.int32)
+    count = np.empty((n, 2), dtype=np.int64)
+    total = 0
+    for p in range(n):
+        u = tour[p]
+        neighbour[u, 0] = tour[p + 1] if p + 1 < n else tour[0]
+        neighbour[u, 1] = tour[p - 1] if p > 0 else tour[n - 1]
+        for s in range(2):
+            count[u, s] = _closer_than(dist, u, neighbour[u, s], lists[u, s])
+            total += count[u, s]
+    ext = np.empty(n + 1, dtype=np.int64)
+    cost = np.empty(n, dtype=np.float64)
+    gains = np.empty(n, dtype=np.float64)
+    moves = 0
+    converged = False
+    while moves < limit:
+        if total > dense_fraction * n * n:
+            best, bi, bj = _dense_pass(dist, tour, ext, cost, gains)
+        else:
+            best = np.inf
+            bi = n
+            bj = n
+            for p in range(n):
+                u = tour[p]
+                succ = tour[p + 1] if p + 1 < n else tour[0]
+                s = 0 if neighbour[u, 0] == succ else 1
+                # (u, succ u) with (v, succ v): v closer to u than succ u
+                for r in range(count[u, s]):
+                    q = pos[lists[u, s, r]]
+                    best, bi, bj = _consider(dist, tour, p, q, best, bi, bj)
+                # (pred u, u) with (pred v, v): v closer to u than pred u
+                pp = p - 1 if p > 0 else n - 1
+                for r in range(count[u, 1 - s]):
+                    q = pos[lists[u, 1 - s, r]]
+                    best, bi, bj = _consider(dist, tour, pp, q - 1 if q > 0 else n - 1,
+                                            best, bi, bj)  # fmt: skip
+        if not best < -tol:
+            converged = True
+            break
+        a = tour[bi]
+        b = tour[bi + 1]
+        c = tour[bj]
+        e = tour[bj + 1] if bj + 1 < n else tour[0]
+        # edges (a, b), (c, e) become (a, c), (b, e): four cities change a neighbour
+        for x, old, new in ((a, b, c), (b, a, e), (c, e, a), (e, c, b)):
+            s = 0 if neighbour[x, 0] == old else 1
+            neighbour[x, s] = new
+            total -= count[x, s]
+            count[x, s] = _closer_than(dist, x, new, lists[x, s])
+            total += count[x, s]
+        lo = bi + 1
+        hi = bj
+        while lo < hi:
+            city = tour[lo]
+            tour[lo] = tour[hi]
+            tour[hi] = city
+            pos[tour[lo]] = lo
+            pos[tour[hi]] = hi
+            lo += 1
+            hi -= 1
+        moves += 1
+    return moves, converged
+
+
+@_jit_parallel
+def _batch(points: np.ndarray, dist: np.ndarray, tours: np.ndarray, limit: int,
+          tol: float, dense_fraction: float, moves: np.ndarray,
+          converged: np.ndarray) -> None:  # fmt: skip
+    from_points = dist.shape[0] == 0
+    for k in _prange(tours.shape[0]):
+        d = _distance_matrix(points[k]) if from_points else dist[k]
+        m, done = _one_instance(d, tours[k], limit, tol, dense_fraction)
+        moves[k] = m
+        converged[k] = done
+
+
+def two_opt_compiled(
+    tours: np.ndarray,
+    limit: int,
+    tol: float,
+    *,
+    points: np.ndarray | None = None,
+    distances: np.ndarray | None = None,
+    threads: int | None = None,
+    dense_fraction: float = DENSE_FRACTION,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-opt a copy of every tour of ``tours`` (B, n) int64 (valid permutations, n >= 4).
+
+    Distances come from ``distances`` (B, n, n) when given, else from ``points`` (B, n, 2).
+    ``threads``: numba threads (None: numba's default, all cores). Returns (tours, moves,
+    converged) like :class:`~landprior.tasks.tsp.extract.TwoOptResult`; ``limit`` caps the
+    moves per instance (``converged`` stays False when it is reached).
+    """
+    if not available():
+        _no_numba()
+    if distances is not None:
+        dist = np.ascontiguousarray(distances, dtype=np.float64)
+        pts = np.zeros((0, 0, 2))
+    elif points is not None:
+        dist = np.zeros((0, 0, 0))
+        pts = np.ascontiguousarray(points, dtype=np.float64)
+    else:
+        raise ValueError("two_opt_compiled needs points or distances")
+    out = np.array(tours, dtype=np.int64, copy=True, order="C")
+    moves = np.zeros(out.shape[0], dtype=np.int64)
+    converged = np.zeros(out.shape[0], dtype=np.bool_)
+    previous = numba.get_num_threads()
+    if threads is not None:
+        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    try:
+        _batch(pts, dist, out, int(limit), float(tol), float(dense_fraction), moves, converged)
+    finally:
+        numba.set_num_threads(previous)
+    return out, moves, converged
