@@ -197,3 +197,18 @@ def test_install_prior_reuses_a_trained_prior(pipeline: dict[str, Path], tmp_pat
     _fails("landcover", "install-prior", "--checkpoint", tmp_path / "gray", "--data",
            pipeline["root"], "--city", SOURCE_CITY, "--out", tmp_path / "x",
            match="models 1 classes")
+
+
+def test_prior_quality_prints_one_json_object(pipeline: dict[str, Path]) -> None:
+    import json
+
+    out = _ok("landcover", "prior-quality", "--checkpoint", pipeline["prior"] / "checkpoint.pt",
+              "--data", pipeline["root"], "--city", SOURCE_CITY, "--split", "train",
+              "--patches", "4", "--samples", "2", "--patch-size", "32", "--threads", "1")
+    result = json.loads(out.output)
+    assert result["n_patches"] == 4 and result["city"] == SOURCE_CITY
+    assert 0 <= result["denoise_accuracy_t400"] <= 1 and 0 <= result["denoise_accuracy_t700"] <= 1
+    assert result["samples"]["n"] == 2 and len(result["samples"]["class_frequencies"]) == 5
+    _fails("landcover", "prior-quality", "--checkpoint", pipeline["prior"] / "checkpoint.pt",
+           "--data", pipeline["root"], "--city", SOURCE_CITY, "--split", "nosuch",
+           match="no split 'nosuch'")

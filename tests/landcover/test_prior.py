@@ -15,6 +15,7 @@ from landprior.diffusion.unet import UNetConfig
 from landprior.landcover.enviroatlas import EnviroAtlas
 from landprior.landcover.prior import (
     labels_to_x,
+    prior_quality,
     sample_label_grid,
     source_label_patches,
     train_label_prior,
@@ -153,3 +154,35 @@ def test_the_shipped_demo_prior_installs(tmp_path: Path) -> None:
     assert net.in_channels == net.out_channels == 5 and meta["step"] == 10_000
     x = torch.zeros(1, 5, 32, 32)
     assert denoiser(x, torch.tensor([10])).shape == x.shape
+
+
+def test_prior_quality_reports_denoising_and_sample_statistics(trained_prior: Trained) -> None:
+    patches, _, result = trained_prior
+    q = prior_quality(result.checkpoint, patches, ts=(50, 700), n_samples=3, batch_size=4)
+    assert q["n_patches"] == len(patches)
+    for t in (50, 700):
+        assert 0.0 <= q[f"denoise_accuracy_t{t}"] <= 1.0
+    s = q["samples"]
+    assert s["n"] == 3 and len(s["class_frequencies"]) == 5
+    assert sum(s["class_frequencies"]) == pytest.approx(1.0, abs=1e-3)
+    valid = patches[patches != 255]
+    expected = np.bincount(valid, minlength=5) / valid.size
+    np.testing.assert_allclose(s["data_class_frequencies"], expected, atol=1e-4)
+    assert 0.0 <= s["class_frequency_tv"] <= 1.0
+    assert 0.0 <= s["same_class_neighbours"] <= 1.0
+    constant = prior_quality(result.checkpoint, np.full((2, 8, 8), 3, np.uint8), n_samples=1)
+    assert constant["samples"]["data_same_class_neighbours"] == 1.0
+    assert constant["samples"]["data_class_frequencies"] == [0.0, 0.0, 0.0, 1.0, 0.0]
+    assert "samples" not in prior_quality(result.checkpoint, patches, n_samples=0)
+
+
+def test_the_shipped_demo_prior_denoises_source_labels(
+    tiny_dataset: EnviroAtlas, trained_prior: Trained
+) -> None:
+    """A trained prior recovers most of a half-noised label patch; a 3-step one does not."""
+    shipped = Path(__file__).resolve().parents[2] / "models" / "landcover" / "demo-prior.pt"
+    patches = source_label_patches(tiny_dataset, SOURCE_CITY, 16, size=128, factor=4, seed=1)
+    good = prior_quality(shipped, patches, ts=(400,), n_samples=0)["denoise_accuracy_t400"]
+    *_, untrained = trained_prior
+    tiny = prior_quality(untrained.checkpoint, patches[:, :8, :8], ts=(400,), n_samples=0)
+    assert good > 0.7 and good > tiny["denoise_accuracy_t400"] + 0.2
