@@ -90,18 +90,17 @@ def _closer_than(dist: np.ndarray, u: int, w: int, out: np.ndarray) -> int:
 
 
 @_jit
-def _consider(dist: np.ndarray, tour: np.ndarray, p: int, q: int,
-             best: float, bi: int, bj: int) -> tuple:  # fmt: skip
-    # the move on the edges at tour positions p and q, against the best so far
+def _consider(dist: np.ndarray, tour: np.ndarray, cost: np.ndarray, p: int, q: int,
+              best: float, bi: int, bj: int) -> tuple:  # fmt: skip
+    # the move on the edges at tour positions p and q, against the best so far;
+    # cost[k] = d(t_k, t_k+1), so the gain is the reference's expression term for term
     n = tour.shape[0]
     i = min(p, q)
     j = max(p, q)
     if j - i < 2 or (i == 0 and j == n - 1):
         return best, bi, bj
-    a = tour[i]
-    c = tour[j]
     e = tour[j + 1] if j + 1 < n else tour[0]
-    gain = dist[a, c] + dist[tour[i + 1], e] - dist[a, tour[i + 1]] - dist[c, e]
+    gain = dist[tour[i], tour[j]] + dist[tour[i + 1], e] - cost[i] - cost[j]
     if gain < best or (gain == best and (i < bi or (i == bi and j < bj))):
         return gain, i, j
     return best, bi, bj
@@ -160,7 +159,9 @@ def _one_instance(dist: np.ndarray, tour: np.ndarray, limit: int, tol: float,
             count[u, s] = _closer_than(dist, u, neighbour[u, s], lists[u, s])
             total += count[u, s]
     ext = np.empty(n + 1, dtype=np.int64)
-    cost = np.empty(n, dtype=np.float64)
+    cost = np.empty(n, dtype=np.float64)  # cost[k] = d(t_k, t_k+1), kept up to date
+    for k in range(n):
+        cost[k] = dist[tour[k], tour[k + 1] if k + 1 < n else tour[0]]
     gains = np.empty(n, dtype=np.float64)
     moves = 0
     converged = False
@@ -178,13 +179,13 @@ def _one_instance(dist: np.ndarray, tour: np.ndarray, limit: int, tol: float,
                 # (u, succ u) with (v, succ v): v closer to u than succ u
                 for r in range(count[u, s]):
                     q = pos[lists[u, s, r]]
-                    best, bi, bj = _consider(dist, tour, p, q, best, bi, bj)
+                    best, bi, bj = _consider(dist, tour, cost, p, q, best, bi, bj)
                 # (pred u, u) with (pred v, v): v closer to u than pred u
                 pp = p - 1 if p > 0 else n - 1
                 for r in range(count[u, 1 - s]):
                     q = pos[lists[u, 1 - s, r]]
-                    best, bi, bj = _consider(dist, tour, pp, q - 1 if q > 0 else n - 1,
-                                            best, bi, bj)  # fmt: skip
+                    best, bi, bj = _consider(dist, tour, cost, pp, q - 1 if q > 0 else n - 1,
+                                             best, bi, bj)  # fmt: skip
         if not best < -tol:
             converged = True
             break
@@ -209,6 +210,8 @@ def _one_instance(dist: np.ndarray, tour: np.ndarray, limit: int, tol: float,
             pos[tour[hi]] = hi
             lo += 1
             hi -= 1
+        for k in range(bi, bj + 1):  # the edges from a to e, segment reversed
+            cost[k] = dist[tour[k], tour[k + 1] if k + 1 < n else tour[0]]
         moves += 1
     return moves, converged
 
