@@ -81,6 +81,7 @@ logger = logging.getLogger(__name__)
 PAPER_STEPS = 256
 _SEED_MASK = (1 << 63) - 1
 _NOISE_STREAM = 1  # spawn-key tag separating the engine's noise from the start logits
+_SAMPLE_STREAM = 2  # spawn-key tag of the seeds of samples 2..K (best-of-K solving)
 
 
 class TSPPriorError(ValueError):
@@ -101,6 +102,9 @@ class DiffusionSolverConfig:
         tau: softmax temperature of S = row-softmax(L / tau) (authors: 10).
         two_opt: refine the greedy tour with 2-opt (the paper's full pipeline).
         kernel: 2-opt kernel (:data:`landprior.tasks.tsp.extract.TWO_OPT_KERNELS`).
+        samples: independent diffusion runs per instance (different start logits and
+            noise); the shortest final tour is kept (1: the paper's single run). Sample 1
+            uses the run's seed, so ``samples=1`` and the first of K give the same tour.
     """
 
     steps: int = PAPER_STEPS
@@ -111,9 +115,10 @@ class DiffusionSolverConfig:
     tau: float = DEFAULT_TAU
     two_opt: bool = True
     kernel: TwoOptKernel = "auto"
+    samples: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "samples"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -477,7 +482,10 @@ def solve_instances(
     """:func:`solve` for instances of mixed sizes: grouped by n, each group batched.
 
     ``instances[k]`` is (n_k, 2) in [0, 1]^2; its id (for seeding) is its position k, so an
-    instance gets the same start logits whatever else is in the list before it.
+    instance gets the same start logits whatever else is in the list before it. With
+    ``config.samples`` K > 1 every instance is solved K times (seeds ``seed`` and K - 1
+    derived from it) and keeps its shortest tour; ``greedy_lengths`` and ``moves`` are
+    those of the kept sample, ``seconds`` the sum over all samples.
     """
     config = config or DiffusionSolverConfig()
     if not len(instances):
@@ -494,18 +502,22 @@ def solve_instances(
     greedy_lengths = np.empty(count)
     moves = np.zeros(count, dtype=np.int64)
     seconds = {"rasters": 0.0, "inference": 0.0, "extraction": 0.0, "total": 0.0}
+    lengths[:] = np.inf
+    seeds = [seed] + [instance_seed(seed, s, _SAMPLE_STREAM) for s in range(1, config.samples)]
     for n, idx in sorted(groups.items()):
-        result = solve(
-            denoiser, schedule, np.stack([np.asarray(instances[k], np.float64) for k in idx]),
-            config=config, seed=seed, ids=idx, spec=spec, device=device, callback=callback,
-            progress=progress,
-        )  # fmt: skip
-        for row, k in enumerate(idx):
-            tours[k] = result.tours[row]
-        lengths[idx] = result.lengths
-        greedy_lengths[idx] = result.greedy_lengths
-        moves[idx] = result.moves
-        for key, value in result.seconds.items():
-            seconds[key] += value
-        logger.debug("group N=%d: %d instances", n, len(idx))
+        points = np.stack([np.asarray(instances[k], np.float64) for k in idx])
+        for sample_seed in seeds:
+            result = solve(
+                denoiser, schedule, points, config=config, seed=sample_seed, ids=idx,
+                spec=spec, device=device, callback=callback, progress=progress,
+            )  # fmt: skip
+            for row, k in enumerate(idx):
+                if result.lengths[row] < lengths[k]:  # ties keep the earlier sample
+                    tours[k] = result.tours[row]
+                    lengths[k] = result.lengths[row]
+                    greedy_lengths[k] = result.greedy_lengths[row]
+                    moves[k] = result.moves[row]
+            for key, value in result.seconds.items():
+                seconds[key] += value
+        logger.debug("group N=%d: %d instances x %d samples", n, len(idx), len(seeds))
     return SolvedInstances(tours, lengths, greedy_lengths, moves, config.steps, seconds, groups)

@@ -174,6 +174,23 @@ def test_mixed_sizes_are_grouped(prior) -> None:
     np.testing.assert_allclose(out.lengths[[1, 3]], alone.lengths)
 
 
+def test_best_of_k_samples_keeps_the_shortest_tour(prior, points) -> None:
+    one = solve_instances(*prior, list(points), config=_config(), seed=5)
+    three = solve_instances(*prior, list(points), config=_config(samples=3), seed=5)
+    others = [
+        solve_instances(*prior, list(points), config=_config(), seed=instance_seed(5, s, 2))
+        for s in (1, 2)
+    ]
+    best = np.minimum.reduce([one.lengths] + [o.lengths for o in others])
+    np.testing.assert_allclose(three.lengths, best)
+    assert (three.lengths <= one.lengths).all()
+    for k in range(len(points)):
+        assert is_permutation(three.tours[k], points.shape[1])
+        np.testing.assert_allclose(tour_lengths(points[k], three.tours[k]), three.lengths[k])
+    with pytest.raises(ValueError, match="samples"):
+        DiffusionSolverConfig(samples=0)
+
+
 def test_bad_settings_and_inputs(prior, points) -> None:
     with pytest.raises(ValueError, match="steps"):
         DiffusionSolverConfig(steps=0)
@@ -235,6 +252,7 @@ def test_cli_solve_prints_the_table_2_keys(checkpoint: Path, tmp_path: Path) -> 
     for key in SOLVE_KEYS:
         assert key in out, key
     assert out["n_instances"] == 3 and out["n"] == 10 and out["steps"] == 3
+    assert out["samples"] == 1 and out["two_opt_kernel"] == "auto"
     # the file's (random) tours are the reference: 2-opt tours beat them
     assert out["mean_reference_length"] > out["mean_length"] and out["gap_pct"] < 0
     assert out["threads"] == 1 and out["checkpoint_step"] == 2
