@@ -15,15 +15,20 @@ equal gains, while it is below ``-tol``. Two ways to find that move, chosen per 
 * dense: all O(n^2) gains, when the lists grow past ``dense_fraction * n^2`` entries (e.g.
   from a random tour, where a full scan is cheaper per move).
 
-Instances run in parallel (``numba.prange``); they are independent, so the thread count
-changes no result. Each thread builds its instance's distance matrix from the points exactly
-as ``data.distance_matrices`` does (no (B, n, n) array is materialised). numba is imported
-lazily: :func:`available` says whether it is installed; the first call compiles the kernel
-(seconds; cached on disk afterwards).
+Instances run in parallel Python threads (the kernel releases the GIL), a contiguous
+block of instances each; they are independent, so the thread count changes no result.
+Not ``numba.prange``: numba's OpenMP layer shares libgomp with torch, and setting its
+thread count overrides ``torch.set_num_threads`` for the rest of the process. Each
+instance's distance matrix is built from its points exactly as ``data.distance_matrices``
+does (no (B, n, n) array is materialised). The first call in a fresh install compiles the
+kernel (seconds; numba caches it on disk).
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -52,11 +57,8 @@ def _no_numba(*_args: Any, **_kwargs: Any) -> Any:  # pragma: no cover
 if numba is not None:
     # module-level functions so that numba's on-disk cache finds them in the next process
     _jit = numba.njit(cache=True, nogil=True)
-    _jit_parallel = numba.njit(cache=True, nogil=True, parallel=True)
-    _prange = numba.prange
 else:  # pragma: no cover
-    _jit = _jit_parallel = lambda fn: _no_numba
-    _prange = range
+    _jit = lambda fn: _no_numba  # noqa: E731
 
 
 @_jit
@@ -82,10 +84,9 @@ def _closer_than(dist: np.ndarray, u: int, w: int, out: np.ndarray) -> int:
     row = dist[u]
     limit = row[w]
     count = 0
-    for v in range(row.shape[0]):
-        if row[v] < limit:
-            out[count] = v
-            count += 1
+    for v in range(row.shape[0]):  # branch-free compaction: the test is ~unpredictable
+        out[count] = v
+        count += row[v] < limit
     return count
 
 
@@ -216,12 +217,12 @@ def _one_instance(dist: np.ndarray, tour: np.ndarray, limit: int, tol: float,
     return moves, converged
 
 
-@_jit_parallel
+@_jit
 def _batch(points: np.ndarray, dist: np.ndarray, tours: np.ndarray, limit: int,
           tol: float, dense_fraction: float, moves: np.ndarray,
           converged: np.ndarray) -> None:  # fmt: skip
     from_points = dist.shape[0] == 0
-    for k in _prange(tours.shape[0]):
+    for k in range(tours.shape[0]):
         d = _distance_matrix(points[k]) if from_points else dist[k]
         m, done = _one_instance(d, tours[k], limit, tol, dense_fraction)
         moves[k] = m
@@ -241,7 +242,7 @@ def two_opt_compiled(
     """2-opt a copy of every tour of ``tours`` (B, n) int64 (valid permutations, n >= 4).
 
     Distances come from ``distances`` (B, n, n) when given, else from ``points`` (B, n, 2).
-    ``threads``: numba threads (None: numba's default, all cores). Returns (tours, moves,
+    ``threads``: parallel threads (None: all cores). Returns (tours, moves,
     converged) like :class:`~landprior.tasks.tsp.extract.TwoOptResult`; ``limit`` caps the
     moves per instance (``converged`` stays False when it is reached).
     """
@@ -258,11 +259,20 @@ def two_opt_compiled(
     out = np.array(tours, dtype=np.int64, copy=True, order="C")
     moves = np.zeros(out.shape[0], dtype=np.int64)
     converged = np.zeros(out.shape[0], dtype=np.bool_)
-    previous = numba.get_num_threads()
-    if threads is not None:
-        numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    try:
+    b = out.shape[0]
+    workers = max(1, min(int(threads or os.cpu_count() or 1), b))
+    if workers == 1:
         _batch(pts, dist, out, int(limit), float(tol), float(dense_fraction), moves, converged)
-    finally:
-        numba.set_num_threads(previous)
+    else:
+        bounds = np.linspace(0, b, workers + 1).astype(int)
+
+        def run(lo: int, hi: int) -> None:
+            p = pts[lo:hi] if len(pts) else pts
+            d = dist[lo:hi] if len(dist) else dist
+            _batch(p, d, out[lo:hi], int(limit), float(tol), float(dense_fraction),
+                   moves[lo:hi], converged[lo:hi])  # fmt: skip
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for job in [pool.submit(run, lo, hi) for lo, hi in itertools.pairwise(bounds)]:
+                job.result()
     return out, moves, converged
