@@ -211,3 +211,16 @@ def test_baselines(method: str) -> None:
         assert (baseline_tours(points, "greedy-two-opt").lengths <= result.lengths + 1e-12).all()
     with pytest.raises(ValueError, match="method must be one of"):
         baseline_tours(points, "concorde")  # type: ignore[arg-type]
+
+
+def test_compiled_two_opt_leaves_torch_threads_alone() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        two_opt(uniform(4, 20, seed=12), random_tours(4, 20, seed=12), kernel="compiled",
+                threads=2)  # fmt: skip
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
