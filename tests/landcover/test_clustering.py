@@ -212,7 +212,7 @@ def test_cli_cluster(tmp_path: Path) -> None:
     naip = np.random.default_rng(0).integers(0, 256, size=(4, 128, 96), dtype=np.uint8)
     with rasterio.open(
         tmp_path / "naip.tif", "w", driver="GTiff", height=128, width=96, count=4, dtype="uint8",
-        crs="EPSG:26916", transform=from_origin(0.0, 0.0, 1.0, 1.0),
+        crs="EPSG:26916", transform=from_origin(500_000.0, 4_000_128.0, 1.0, 1.0),
     ) as dst:  # fmt: skip
         dst.write(naip)
     args = ["data", "cluster", str(tmp_path / "naip.tif"), str(tmp_path / "z.tif")]
