@@ -88,6 +88,20 @@ def test_baseline_kernels_give_the_same_tours(runner: CliRunner, tmp_path: Path)
         lengths[kernel] = (summary["mean_length"], summary["two_opt_moves_mean"])
     assert lengths["compiled"] == lengths["pruned"] == lengths["dense"]
 
+    # best of several random starts: never longer than the first start alone
+    many = runner.invoke(
+        main,
+        ["tsp", "baseline", "--instances", str(path), "--method", "two-opt", "--starts", "4",
+         "--json"],
+    )  # fmt: skip
+    assert many.exit_code == 0, many.output
+    summary = _json(many.output)
+    assert summary["starts"] == 4 and summary["mean_length"] <= lengths["compiled"][0]
+    wrong = runner.invoke(
+        main, ["tsp", "baseline", "--instances", str(path), "--method", "greedy", "--starts", "2"]
+    )
+    assert wrong.exit_code == 2 and "needs --method two-opt" in wrong.output
+
 
 def test_render_dataset(runner: CliRunner, tmp_path: Path) -> None:
     out = tmp_path / "d.npy"
