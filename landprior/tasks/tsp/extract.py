@@ -16,8 +16,9 @@
     predecessor): a prefix of its sorted neighbour list whose length is the successor's
     rank. Worst case O(n^2) per pass, typically O(n).
 
-  and ``"compiled"``: the reference loop compiled with numba, instances in parallel
-  threads (:mod:`landprior.tasks.tsp.two_opt_compiled`). ``"auto"`` (default) picks it
+  and ``"compiled"`` (numba; :mod:`landprior.tasks.tsp.two_opt_compiled`): per-city
+  candidate lists kept up to date move by move, a dense scan when they are long,
+  blocks of instances in parallel threads. ``"auto"`` (default) picks it
   when numba is installed, else ``"pruned"``; the choice never changes a result.
 
 Tours are (B, n) int64 permutations (closed implicitly); move (i, j), 0 <= i < j < n,
