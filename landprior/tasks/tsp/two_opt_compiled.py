@@ -56,11 +56,23 @@ def _no_numba(*_args: Any, **_kwargs: Any) -> Any:  # pragma: no cover
     )
 
 
-if numba is not None:
-    # module-level functions so that numba's on-disk cache finds them in the next process
-    _jit = numba.njit(cache=True, nogil=True)
-else:  # pragma: no cover
-    _jit = lambda fn: _no_numba  # noqa: E731
+def _compile(fn: Any, **options: Any) -> Any:
+    """numba.njit with the on-disk cache, or without it where no cache folder is writable.
+
+    Module-level functions, so that the cache finds them in the next process; numba
+    refuses ``cache=True`` (RuntimeError) when neither the package folder nor a user cache
+    folder can be written, e.g. a read-only install: then the kernel compiles per process.
+    """
+    if numba is None:  # pragma: no cover
+        return _no_numba
+    try:
+        return numba.njit(cache=True, nogil=True, **options)(fn)
+    except RuntimeError:
+        return numba.njit(nogil=True, **options)(fn)
+
+
+def _jit(fn: Any) -> Any:
+    return _compile(fn)
 
 
 @_jit
@@ -147,10 +159,8 @@ def _reverse_in_order_matrix(ordered: np.ndarray, lo: int, hi: int) -> None:
             b -= 1
 
 
-if numba is not None:
-    _jit_min = numba.njit(cache=True, nogil=True, fastmath={"nnan", "ninf", "nsz"})
-else:  # pragma: no cover
-    _jit_min = _jit
+def _jit_min(fn: Any) -> Any:
+    return _compile(fn, fastmath={"nnan", "ninf", "nsz"})
 
 
 @_jit_min

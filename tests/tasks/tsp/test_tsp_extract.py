@@ -224,3 +224,11 @@ def test_compiled_two_opt_leaves_torch_threads_alone() -> None:
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_compiled_kernel_compiles_without_a_cache_folder() -> None:
+    # a function numba cannot cache (no source file, like a read-only install)
+    namespace: dict = {}
+    exec("def add_one(x):\n    return x + 1\n", namespace)
+    compiled = two_opt_compiled._compile(namespace["add_one"])
+    assert compiled(41) == 42
