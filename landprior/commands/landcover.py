@@ -197,18 +197,16 @@ def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, patch
     import json
 
     from landprior.landcover.enviroatlas import EnviroAtlas
-    from landprior.landcover.prior import prior_quality, sample_label_grid, source_label_patches
+    from landprior.landcover.prior import prior_quality, source_label_patches
 
     _threads(threads)
     held_out = source_label_patches(
         EnviroAtlas(root), city, patches, splits=(split,), size=patch_size, factor=factor,
         mapping=mapping, seed=seed,  # type: ignore[arg-type]
     )
-    result = prior_quality(checkpoint, held_out, n_samples=samples, seed=seed)
+    result = prior_quality(checkpoint, held_out, n_samples=samples, seed=seed,
+                           samples_png=samples_png)  # fmt: skip
     result.update(city=city, split=split)
-    if samples_png is not None:
-        sample_label_grid(checkpoint, samples_png, size=patch_size // factor, seed=seed,
-                          real_patches=held_out)
     click.echo(json.dumps(result, indent=2))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from landprior.diffusion.images import save_grid
 from landprior.diffusion.sample import ddim_sample, ddpm_sample
@@ -143,6 +144,14 @@ def sample_label_grid(
             x = ddpm_sample(denoiser, schedule, shape, generator=g, clip_x0=1.0)
         else:
             x = ddim_sample(denoiser, schedule, shape, steps=steps, generator=g, clip_x0=1.0)
+    return _save_label_grid(x, out_png, real_patches=real_patches, seed=seed, scale=scale)
+
+
+def _save_label_grid(
+    x: Tensor, out_png: str | Path, *, real_patches: np.ndarray | None, seed: int, scale: int
+) -> Path:
+    """Samples x (n, L, h, w) in class colours; real patches (if given) in the rows above."""
+    n, channels = x.shape[:2]
     nrow = int(np.ceil(np.sqrt(n)))
     if real_patches is not None:
         rng = np.random.default_rng(seed)
@@ -172,6 +181,7 @@ def prior_quality(
     n_samples: int = 64,
     seed: int = 0,
     batch_size: int = 64,
+    samples_png: str | Path | None = None,
 ) -> dict[str, object]:
     """How well a label prior knows the layouts of ``patches`` (N, h, w) uint8 (held-out).
 
@@ -181,7 +191,12 @@ def prior_quality(
       next to the patches' and their total-variation distance, and the share of
       4-neighbour pixel pairs of the same class (layout smoothness) for both
       (left out when ``n_samples`` is 0).
+
+    ``samples_png``: also draw up to 16 of those samples below real patches
+    (the :func:`sample_label_grid` layout) - no second sampling run.
     """
+    if samples_png is not None and n_samples < 1:
+        raise ValueError("samples_png needs n_samples >= 1 (the PNG shows those samples)")
     denoiser, schedule, meta = load_denoiser(checkpoint)
     channels = int(meta["unet_config"].in_channels)
     x0 = torch.from_numpy(labels_to_x(patches, channels))
@@ -208,7 +223,11 @@ def prior_quality(
         for lo in range(0, n_samples, batch_size):
             shape = (min(batch_size, n_samples - lo), channels, h, w)
             samples.append(ddpm_sample(denoiser, schedule, shape, generator=g, clip_x0=1.0))
-        drawn = torch.cat(samples).argmax(1).numpy().astype(np.uint8)
+        x_drawn = torch.cat(samples)
+        drawn = x_drawn.argmax(1).numpy().astype(np.uint8)
+    if samples_png is not None:
+        _save_label_grid(x_drawn[:16], samples_png, real_patches=np.asarray(patches),
+                         seed=seed, scale=4)  # fmt: skip
     data_freq = _class_frequencies(np.asarray(patches), channels)
     sample_freq = _class_frequencies(drawn, channels)
     out["samples"] = {

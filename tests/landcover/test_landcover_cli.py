@@ -204,7 +204,9 @@ def test_prior_quality_prints_one_json_object(pipeline: dict[str, Path]) -> None
 
     out = _ok("landcover", "prior-quality", "--checkpoint", pipeline["prior"] / "checkpoint.pt",
               "--data", pipeline["root"], "--city", SOURCE_CITY, "--split", "train",
-              "--patches", "4", "--samples", "2", "--patch-size", "32", "--threads", "1")
+              "--patches", "4", "--samples", "2", "--patch-size", "32", "--threads", "1",
+              "--samples-png", pipeline["prior"] / "quality.png")
+    assert (pipeline["prior"] / "quality.png").read_bytes()[:4] == b"\x89PNG"
     result = json.loads(out.output)
     assert result["n_patches"] == 4 and result["city"] == SOURCE_CITY
     assert 0 <= result["denoise_accuracy_t400"] <= 1 and 0 <= result["denoise_accuracy_t700"] <= 1

@@ -174,6 +174,18 @@ def test_prior_quality_reports_denoising_and_sample_statistics(trained_prior: Tr
     assert constant["samples"]["data_same_class_neighbours"] == 1.0
     assert constant["samples"]["data_class_frequencies"] == [0.0, 0.0, 0.0, 1.0, 0.0]
     assert "samples" not in prior_quality(result.checkpoint, patches, n_samples=0)
+    with pytest.raises(ValueError, match="samples_png needs n_samples"):
+        prior_quality(result.checkpoint, patches, n_samples=0, samples_png="x.png")
+
+
+def test_prior_quality_draws_its_own_samples_as_png(trained_prior: Trained, tmp_path: Path) -> None:
+    patches, _, result = trained_prior
+    png = tmp_path / "q.png"
+    prior_quality(result.checkpoint, patches, ts=(50,), n_samples=4, batch_size=4, samples_png=png)
+    img = mpimg.imread(png)[..., :3]
+    # four samples (2 x 2) below four real patches: 4 rows of 8 x 8 cells at scale 4
+    pad, cell = 2 * 4, 8 * 4
+    assert img.shape[0] == 4 * cell + 5 * pad and img.shape[1] == 2 * cell + 3 * pad
 
 
 def test_the_shipped_demo_prior_denoises_source_labels(
