@@ -262,12 +262,13 @@ def baseline(
     moves = np.zeros(len(records))
     start = time.perf_counter()
     for _, idx in sorted(group_by_size(records).items()):
-        points = np.stack([records[k].points for k in idx])
+        rows = np.asarray(idx)
+        points = np.stack([records[k].points for k in rows])
         for s in range(starts):
             result = baseline_tours(points, method, seed=seed + s, kernel=kernel)  # type: ignore[arg-type]
-            better = result.lengths < lengths[idx]
-            lengths[np.asarray(idx)[better]] = result.lengths[better]
-            moves[np.asarray(idx)[better]] = result.moves[better]
+            better = result.lengths < lengths[rows]  # ties keep the earlier start
+            lengths[rows[better]] = result.lengths[better]
+            moves[rows[better]] = result.moves[better]
     seconds = time.perf_counter() - start
     out: dict[str, Any] = {
         "method": method,

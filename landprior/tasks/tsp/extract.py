@@ -211,6 +211,8 @@ def two_opt(
     """
     if kernel not in TWO_OPT_KERNELS:
         raise ValueError(f"kernel must be one of {TWO_OPT_KERNELS}, got {kernel!r}")
+    if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+        raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
     t = np.array(tours, dtype=np.int64, copy=True)
     if t.ndim == 1:
         t = t[None]
@@ -222,6 +224,10 @@ def two_opt(
         raise ValueError(f"tours {t.shape} do not match points {pts.shape}")
     if distances is not None and np.shape(distances) != (b, n, n):
         raise ValueError(f"tours {t.shape} do not match distances {np.shape(distances)}")
+    coords = pts if pts is not None else np.asarray(distances)
+    if not np.isfinite(coords).all():
+        what = "points" if pts is not None else "distances"
+        raise ValueError(f"{what} must be finite (found NaN or infinity)")
     if not (np.sort(t, axis=1) == np.arange(n)).all():
         raise ValueError("every tour must be a permutation of range(n)")
     moves = np.zeros(b, dtype=np.int64)

@@ -185,6 +185,18 @@ def test_two_opt_max_moves_and_validation() -> None:
         two_opt(points, np.zeros((3, 25), dtype=int))
     with pytest.raises(ValueError, match="kernel must be one of"):
         two_opt(points, start, kernel="fast")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="threads"):
+        two_opt(points, start, threads=0)
+    bad = points.copy()
+    bad[1, 3, 0] = np.nan
+    with pytest.raises(ValueError, match="points must be finite"):
+        two_opt(bad, start)
+    dist = distance_matrices(points)
+    dist[0, 2, 5] = np.inf
+    with pytest.raises(ValueError, match="distances must be finite"):
+        two_opt(None, start, distances=dist)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="do not match points"):
+        two_opt(points[:, :20], start)
 
 
 def test_two_opt_with_duplicate_cities() -> None:
