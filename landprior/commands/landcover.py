@@ -333,6 +333,33 @@ def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: f
     click.echo(json.dumps(info))
 
 
+@group.command(name="export-chips")
+@click.option("--chips", "chips_path", required=True, type=_FILE,
+              help="Chip set (.npz), e.g. the output of `landcover pseudolabel`.")
+@click.option("--out-dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to create with one GeoTIFF per chip and layer plus chips.gpkg.")
+@click.option("--layer", "layers", multiple=True, type=click.Choice(["pseudo", "weak", "truth"]),
+              help="Layers to write (repeatable; default: every one the chip set has).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out-dir.")
+@_friendly
+def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
+                 overwrite: bool) -> None:
+    """Write chips as georeferenced class-map GeoTIFFs and a footprint GeoPackage.
+
+    Open chips.gpkg and the *_pseudo.tif files in QGIS over the city's tiles to check the
+    pseudo-labels where they were made; with truth, the index carries each chip's
+    pseudo-label and weak-label accuracy.
+    """
+    from landprior.landcover.chip_export import CHIP_LAYERS, export_chip_set
+    from landprior.landcover.chips import ChipSet
+
+    result = export_chip_set(ChipSet.load(chips_path), out_dir,
+                             layers=layers or CHIP_LAYERS, overwrite=overwrite)
+    click.echo(json.dumps({"out_dir": str(result.out_dir), "index": str(result.index),
+                           "files": result.files, "layers": list(result.layers)}))
+
+
 @group.command(name="train-segmenter")
 @click.option("--chips", "chips_paths", required=True, multiple=True, type=_FILE,
               help="Chip set(s) to train on (repeat the option for several).")
