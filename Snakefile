@@ -36,6 +36,7 @@ include: "pipelines/rules/report.smk"
 rule all:
     input:
         final_maps,
+        expand(f"{RESULTS}/pseudolabels/{{city}}_chips", city=TARGETS),
         f"{RESULTS}/metrics.csv",
         f"{RESULTS}/report.md",
     default_target: True

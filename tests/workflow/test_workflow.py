@@ -374,6 +374,7 @@ def test_run_did_every_stage(tiny_run: TinyRun) -> None:
         "dataset", "weak_labels", "chips", "cluster", "train_prior", "pseudolabel",
         "segmenter_source", "segmenter_finetune", "segmenter_scratch", "predict",
         "final_map", "evaluate_maps", "evaluate_weak_labels", "metrics_table", "report", "all",
+        "pseudolabel_geotiffs",
     }  # fmt: skip
     assert expected <= jobs.keys(), jobs
     n_tiles = sum(len(tiny_run.tiles(c)) for c in tiny_run.targets)
@@ -411,6 +412,27 @@ def test_class_maps_are_georeferenced_paletted_cogs(tiny_run: TinyRun) -> None:
         values = np.unique(class_map.classes)
         assert set(values.tolist()) <= {*range(len(CLASS_NAMES)), CLASS_NODATA}, values
         assert (class_map.classes != CLASS_NODATA).any(), f"{path} is all nodata"
+
+
+@pytest.mark.slow
+def test_pseudolabelled_chips_are_exported_inside_their_tiles(tiny_run: TinyRun) -> None:
+    import geopandas as gpd
+    from shapely.geometry import box
+
+    for city in tiny_run.targets:
+        folder = tiny_run.results / "pseudolabels" / f"{city}_chips"
+        index = gpd.read_file(folder / "chips.gpkg")
+        pseudo = np.load(tiny_run.results / "pseudolabels" / f"{city}.npz")["pseudo"]
+        assert len(index) == len(pseudo) > 0
+        tiles = {t.tile_id: t for t in tiny_run.tiles(city)}
+        for row in index.itertuples():
+            with rasterio.open(tiny_run.data.path(tiles[row.tile_id], "naip")) as naip:
+                tile_box, crs = box(*naip.bounds), naip.crs
+            with rasterio.open(folder / row.file_pseudo) as src:
+                assert src.crs == crs == index.crs
+                assert tile_box.contains(box(*src.bounds)), (row.file_pseudo, src.bounds)
+                np.testing.assert_array_equal(src.read(1), pseudo[row.chip])
+            assert row.geometry.equals(box(*src.bounds))
 
 
 @pytest.mark.slow
