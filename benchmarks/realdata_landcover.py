@@ -1,6 +1,6 @@
 """Pseudo-labels on REAL Chesapeake data next to the weak-label argmax (JSON on stdout).
 
-    .venv/bin/python benchmarks/realdata_landcover.py            # ~6-9 min on 1 thread
+    .venv/bin/python benchmarks/realdata_landcover.py            # ~13 min on 1 thread
     .venv/bin/python benchmarks/realdata_landcover.py --quick    # a smoke run (~1 min)
 
 The issue's real-data check (paper section 4 on data nobody here made), from
@@ -9,7 +9,7 @@ The issue's real-data check (paper section 4 on data nobody here made), from
 * labels: the 8 train patches (256 x 256 at 1 m, one NAIP tile in West Virginia),
   channel 8 mapped with ``classes.CHESAPEAKE_MAPPING`` (15 = no data -> ignored);
 * prior: the ``landcover-cpu`` DDPM on 32 x 32 one-hot label patches (random 128 m crops
-  mode-downsampled x1/4, flips) for a few hundred steps. Two-fold cross-fitting: the
+  mode-downsampled x1/4, flips), 1,000 steps at lr 1e-3. Two-fold cross-fitting: the
   patches are split into two folds and each fold is pseudo-labelled by a prior trained on
   the OTHER fold only, so no prior has seen the labels it is scored on;
 * weak labels: real NLCD (channel 9, raw codes -> ``classes.nlcd_codes_to_index``) through
@@ -19,7 +19,8 @@ The issue's real-data check (paper section 4 on data nobody here made), from
 * clusters: real NAIP (channels 0-3) through ``clustering.prepare_naip`` (x1/4) and
   ``local_colour_clustering`` (K 5, r 7, 30 iterations, the first 5 with r 15);
 * pseudo-labels: ``pseudolabel.pseudolabel_chips`` on the whole 64 x 64 patches (the
-  paper's chip size; the prior is convolutional), the paper's 200 steps, 31 x 31 windows.
+  paper's chip size; the prior is convolutional), the paper's 200 steps, 31 x 31 windows,
+  with KL(p || weak) (reverse, the demo's) and KL(weak || p) (forward, the paper's).
 
 Scores (``landcover.metrics``: accuracy over non-ignored pixels, class-mean IoU over the
 classes present, pooled over patches) of the pseudo-labels and of the weak-label argmax
