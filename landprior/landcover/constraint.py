@@ -20,7 +20,6 @@ Both terms are averaged over pixels, so log c is O(1) whatever the chip size.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,18 +30,37 @@ from landprior.landcover.boxfilter import box_mean
 _EPS = 1e-8
 
 
-def _phi(x: Tensor) -> Tensor:
-    return 0.5 * (1.0 + torch.erf(x / math.sqrt(2.0)))
+def log_band_mass(u: Tensor, sigma: float) -> Tensor:
+    """``log(Phi((1.5 - u) / sigma) - Phi((0.5 - u) / sigma))``, stable for any u.
+
+    The mass of N(u, sigma^2) in [0.5, 1.5]. Computed as ``log Phi(hi) + log(1 - Phi(lo) /
+    Phi(hi))`` on the side of the band where both normal tails are small (reflected when u
+    is above the band), so it neither underflows to log 0 nor loses its gradient far from
+    the band: with sigma = 0.02 a direct difference of the two CDFs is exactly 0 in float32
+    once u is ~0.11 or more outside [0.5, 1.5].
+    """
+    a = (0.5 - u) / sigma
+    b = (1.5 - u) / sigma
+    below = a > 0  # u under the band: reflect, Phi(b) - Phi(a) = Phi(-a) - Phi(-b)
+    hi = torch.where(below, -a, b)
+    lo = torch.where(below, -b, a)
+    log_hi = torch.special.log_ndtr(hi)
+    ratio = (torch.special.log_ndtr(lo) - log_hi).clamp_max(-1e-12)
+    return log_hi + torch.log(-torch.expm1(ratio))
 
 
 def onehot_to_probs(x: Tensor, sigma: float) -> Tensor:
-    """Per-pixel class probabilities (B, L, H, W) from x in the [-1, 1] one-hot scale."""
+    """Per-pixel class probabilities (B, L, H, W) from x in the [-1, 1] one-hot scale.
+
+    ``p_l`` proportional to the mass of N(u_l, sigma^2) in [0.5, 1.5], ``u = (x + 1) / 2``
+    (section 4), normalised in log space (:func:`log_band_mass`): a pixel whose every
+    class lies far from the band still gets the class nearest to it, and a gradient,
+    instead of a uniform 1/L whose argmax would fall on class 0.
+    """
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
     u = (x + 1.0) / 2.0
-    mass = _phi((1.5 - u) / sigma) - _phi((0.5 - u) / sigma)
-    mass = mass.clamp_min(_EPS)
-    return mass / mass.sum(dim=1, keepdim=True)
+    return torch.softmax(log_band_mass(u, sigma), dim=1)
 
 
 def local_mutual_information(p: Tensor, z: Tensor, radius: int) -> Tensor:

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -5,6 +7,7 @@ from landprior.landcover.constraint import (
     LandCoverConstraint,
     kl_to_weak_labels,
     local_mutual_information,
+    log_band_mass,
     onehot_to_probs,
     probs_to_x,
 )
@@ -21,6 +24,33 @@ def test_onehot_to_probs_recovers_the_one_hot() -> None:
     torch.testing.assert_close(p.sum(1), torch.ones(1, 2, 2, dtype=torch.float64))
     assert torch.equal(p.argmax(1), labels)
     assert p.max() > 0.99
+
+
+@pytest.mark.parametrize("sigma", [0.2, 0.05, 0.02])
+def test_log_band_mass_is_the_log_of_the_normal_mass_and_never_underflows(sigma: float) -> None:
+    u = torch.linspace(-3.0, 4.0, 7001, dtype=torch.float64)
+    cdf = lambda v: 0.5 * (1.0 + torch.erf(v / math.sqrt(2.0)))  # noqa: E731
+    direct = cdf((1.5 - u) / sigma) - cdf((0.5 - u) / sigma)
+    exact = direct > 1e-10  # where the plain difference of CDFs is still accurate
+    log_mass = log_band_mass(u, sigma)
+    torch.testing.assert_close(log_mass[exact], direct[exact].log(), rtol=0, atol=1e-5)
+    assert torch.isfinite(log_mass).all()
+    assert (log_mass[u < 0.5].diff() > 0).all() and (log_mass[u > 1.5].diff() < 0).all()
+    log32 = log_band_mass(u.float(), sigma)
+    assert torch.isfinite(log32).all()
+
+
+def test_pixel_far_from_every_band_takes_the_nearest_class_not_class_0() -> None:
+    # every class well under the band (x ~ -0.9), class 3 the least far: the old direct
+    # formula gave all five masses 0 -> uniform p -> argmax water (class 0) and no gradient
+    x = torch.full((1, 5, 1, 1), -0.9)
+    x[0, 3] = -0.5
+    p = onehot_to_probs(x, sigma=0.02)
+    assert torch.isfinite(p).all() and p.argmax(1).item() == 3
+    assert p[0, 3].item() == pytest.approx(1.0)
+    x64 = x.double().requires_grad_(True)
+    onehot_to_probs(x64, sigma=0.2)[0, 0].sum().backward()
+    assert x64.grad[0, 0].item() > 0  # raising x_water raises p_water
 
 
 def test_mi_is_one_when_labels_equal_clusters_and_zero_when_independent() -> None:
