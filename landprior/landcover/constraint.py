@@ -35,7 +35,7 @@ def log_band_mass(u: Tensor, sigma: float) -> Tensor:
 
     The mass of N(u, sigma^2) in [0.5, 1.5]. Computed as ``log Phi(hi) + log(1 - Phi(lo) /
     Phi(hi))`` on the side of the band where both normal tails are small (reflected when u
-    is above the band), so it neither underflows to log 0 nor loses its gradient far from
+    is below the band), so it neither underflows to log 0 nor loses its gradient far from
     the band: with sigma = 0.02 a direct difference of the two CDFs is exactly 0 in float32
     once u is ~0.11 or more outside [0.5, 1.5].
     """
