@@ -68,16 +68,15 @@ def _chip_accuracy(pred: np.ndarray, truth: np.ndarray) -> np.ndarray:
         return np.where(counts > 0, 100.0 * hits / counts, np.nan)
 
 
-def _footprints(chips: ChipSet) -> list[object]:
-    from shapely.geometry import box
+def _footprints(chips: ChipSet) -> np.ndarray:
+    """Each chip's bounding box in its CRS, from its geotransform (vectorised over chips)."""
+    import shapely
 
     h, w = chips.image.shape[-2:]
-    polygons = []
-    for row in chips.transforms:
-        t = Affine(*row[:6])
-        xs, ys = zip(*(t @ corner for corner in ((0, 0), (w, 0), (w, h), (0, h))), strict=True)
-        polygons.append(box(min(xs), min(ys), max(xs), max(ys)))
-    return polygons
+    a, b, c, d, e, f = (chips.transforms[:, k] for k in range(6))
+    xs = np.stack([c, c + a * w, c + b * h, c + a * w + b * h])  # the four corners
+    ys = np.stack([f, f + d * w, f + e * h, f + d * w + e * h])
+    return shapely.box(xs.min(0), ys.min(0), xs.max(0), ys.max(0))
 
 
 def export_chip_set(
@@ -96,6 +95,7 @@ def export_chip_set(
     import geopandas as gpd
 
     out_dir = Path(out_dir)
+    layers = tuple(dict.fromkeys(layers))  # a layer asked for twice is written once
     unknown = [name for name in layers if name not in CHIP_LAYERS]
     if unknown:
         raise ValueError(f"unknown chip layers {unknown}; expected some of {CHIP_LAYERS}")

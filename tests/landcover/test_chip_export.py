@@ -92,7 +92,8 @@ def test_existing_folder_needs_overwrite(chips_with_pseudo: ChipSet, tmp_path: P
     export_chip_set(chips_with_pseudo, out, layers=("truth",))
     with pytest.raises(FileExistsError, match="overwrite"):
         export_chip_set(chips_with_pseudo, out)
-    export_chip_set(chips_with_pseudo, out, layers=("pseudo",), overwrite=True)
+    again = export_chip_set(chips_with_pseudo, out, layers=("pseudo", "pseudo"), overwrite=True)
+    assert again.files == N_CHIPS and again.layers == ("pseudo",)
     assert sorted(p.name for p in out.glob("*.tif")) == [
         f"{i:04d}_{chips_with_pseudo.tile_ids[i]}_pseudo.tif" for i in range(N_CHIPS)
     ]
