@@ -154,10 +154,18 @@ def main() -> None:
     results = args.results.resolve()
     needed = [results / "prior" / "checkpoint.pt", results / "segmenter" / "source_image.pt",
               results / "metrics.csv"]
+    if cfg["segmenter"]["replay_fraction"] > 0:
+        needed.append(results / "chips" / f"{cfg['source_city']}_{cfg['train_split']}.npz")
     missing = [str(p) for p in needed if not p.is_file()]
     if missing:
         raise SystemExit(f"run `make demo` first: missing {', '.join(missing)}")
+    if args.work is not None and args.work.exists() and any(args.work.iterdir()):
+        raise SystemExit(f"--work {args.work} is not empty; give a new or empty folder")
     cities = args.city or list(cfg["target_cities"])
+    unknown = [c for c in cities if c not in cfg["target_cities"]]
+    if unknown:
+        raise SystemExit(f"--city {unknown}: not a target city of {args.config} "
+                         f"(expected some of {cfg['target_cities']})")
     with tempfile.TemporaryDirectory(prefix="landprior-paper-weak-") as tmp:
         work = args.work.resolve() if args.work else Path(tmp)
         report = {city: run_city(city, cfg, results, work) for city in cities}
