@@ -505,18 +505,19 @@ def solve_instances(
     lengths[:] = np.inf
     seeds = [seed] + [instance_seed(seed, s, _SAMPLE_STREAM) for s in range(1, config.samples)]
     for n, idx in sorted(groups.items()):
+        rows = np.asarray(idx)
         points = np.stack([np.asarray(instances[k], np.float64) for k in idx])
         for sample_seed in seeds:
             result = solve(
                 denoiser, schedule, points, config=config, seed=sample_seed, ids=idx,
                 spec=spec, device=device, callback=callback, progress=progress,
             )  # fmt: skip
-            for row, k in enumerate(idx):
-                if result.lengths[row] < lengths[k]:  # ties keep the earlier sample
-                    tours[k] = result.tours[row]
-                    lengths[k] = result.lengths[row]
-                    greedy_lengths[k] = result.greedy_lengths[row]
-                    moves[k] = result.moves[row]
+            better = result.lengths < lengths[rows]  # ties keep the earlier sample
+            lengths[rows[better]] = result.lengths[better]
+            greedy_lengths[rows[better]] = result.greedy_lengths[better]
+            moves[rows[better]] = result.moves[better]
+            for row in np.flatnonzero(better):
+                tours[rows[row]] = result.tours[row]
             for key, value in result.seconds.items():
                 seconds[key] += value
         logger.debug("group N=%d: %d instances x %d samples", n, len(idx), len(seeds))
