@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landprior.devices import resolve_device
 from landprior.diffusion.denoiser import EpsDenoiser, freeze
 from landprior.diffusion.schedule import SCHEDULE_NAMES, NoiseSchedule
 from landprior.diffusion.unet import UNetConfig, UNetModel
@@ -371,9 +372,7 @@ def load_denoiser(
 
 # ---------------------------------------------------------------------------------- helpers
 def _pick_device(name: str | None) -> torch.device:
-    if name is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,8 +33,9 @@ from landprior.diffusion.train import (
 )
 from landprior.diffusion.unet import UNetConfig
 from landprior.landcover.classes import CLASS_COLORS, IGNORE_INDEX, NUM_CLASSES, MappingName
-from landprior.landcover.enviroatlas import EnviroAtlas
-from landprior.landcover.tiling import sample_label_patches
+
+if TYPE_CHECKING:  # reading tiles needs rasterio; training and sampling do not
+    from landprior.landcover.enviroatlas import EnviroAtlas
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,8 @@ def source_label_patches(
     seed: int = 0,
 ) -> np.ndarray:
     """``n`` random label patches (n, size/f, size/f) uint8 from ``city``'s tiles, flipped."""
+    from landprior.landcover.tiling import sample_label_patches
+
     tiles = [t for s in splits for t in dataset.tiles(city, s)]
     if not tiles:
         raise ValueError(f"city {city!r} has no tiles in splits {splits} under {dataset.root}")
@@ -125,6 +129,7 @@ def sample_label_grid(
     sampler: str = "ddpm",
     steps: int = 100,
     real_patches: np.ndarray | None = None,
+    device: torch.device | str = "cpu",
 ) -> Path:
     """Unconditional samples (``size`` x ``size``) of the prior in class colours (PNG grid).
 
@@ -135,16 +140,17 @@ def sample_label_grid(
     """
     if sampler not in ("ddpm", "ddim"):
         raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {sampler!r}")
-    denoiser, schedule, meta = load_denoiser(checkpoint)
+    denoiser, schedule, meta = load_denoiser(checkpoint, device=device)
     channels = int(meta["unet_config"].in_channels)
     g = torch.Generator().manual_seed(seed)
     shape = (n, channels, size, size)
     with torch.no_grad():
         if sampler == "ddpm":
-            x = ddpm_sample(denoiser, schedule, shape, generator=g, clip_x0=1.0)
+            x = ddpm_sample(denoiser, schedule, shape, generator=g, clip_x0=1.0, device=device)
         else:
-            x = ddim_sample(denoiser, schedule, shape, steps=steps, generator=g, clip_x0=1.0)
-    return _save_label_grid(x, out_png, real_patches=real_patches, seed=seed, scale=scale)
+            x = ddim_sample(denoiser, schedule, shape, steps=steps, generator=g, clip_x0=1.0,
+                            device=device)  # fmt: skip
+    return _save_label_grid(x.cpu(), out_png, real_patches=real_patches, seed=seed, scale=scale)
 
 
 def _save_label_grid(
@@ -182,6 +188,7 @@ def prior_quality(
     seed: int = 0,
     batch_size: int = 64,
     samples_png: str | Path | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict[str, object]:
     """How well a label prior knows the layouts of ``patches`` (N, h, w) uint8 (held-out).
 
@@ -197,7 +204,7 @@ def prior_quality(
     """
     if samples_png is not None and n_samples < 1:
         raise ValueError("samples_png needs n_samples >= 1 (the PNG shows those samples)")
-    denoiser, schedule, meta = load_denoiser(checkpoint)
+    denoiser, schedule, meta = load_denoiser(checkpoint, device=device)
     channels = int(meta["unet_config"].in_channels)
     x0 = torch.from_numpy(labels_to_x(patches, channels))
     valid = torch.from_numpy(np.asarray(patches) != IGNORE_INDEX)
@@ -211,8 +218,9 @@ def prior_quality(
                 xb = x0[lo : lo + batch_size]
                 noise = torch.randn(xb.shape, generator=g)
                 tt = torch.full((len(xb),), int(t), dtype=torch.long)
-                x_t = schedule.q_sample(xb, tt, noise)
-                pred = schedule.predict_x0(x_t, tt, denoiser(x_t, tt)).argmax(1)
+                x_t = schedule.q_sample(xb, tt, noise).to(device)
+                tt = tt.to(device)
+                pred = schedule.predict_x0(x_t, tt, denoiser(x_t, tt)).argmax(1).cpu()
                 rows = slice(lo, lo + batch_size)
                 right += int(((pred == truth[rows]) & valid[rows]).sum())
             out[f"denoise_accuracy_t{t}"] = right / max(int(valid.sum()), 1)
@@ -222,7 +230,8 @@ def prior_quality(
         samples = []
         for lo in range(0, n_samples, batch_size):
             shape = (min(batch_size, n_samples - lo), channels, h, w)
-            samples.append(ddpm_sample(denoiser, schedule, shape, generator=g, clip_x0=1.0))
+            samples.append(ddpm_sample(denoiser, schedule, shape, generator=g, clip_x0=1.0,
+                                       device=device).cpu())  # fmt: skip
         x_drawn = torch.cat(samples)
         drawn = x_drawn.argmax(1).numpy().astype(np.uint8)
     if samples_png is not None:

@@ -115,6 +115,7 @@ def pseudolabel_chips(
     num_classes: int | None = None,
     callback: Callable[[int, PnPStep], None] | None = None,
     progress: bool = False,
+    device: torch.device | str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Infer pseudo-labels for chips.
 
@@ -123,6 +124,9 @@ def pseudolabel_chips(
         clusters: (N, K, h, w) local colour-cluster responsibilities on the same grid.
         num_classes: the prior's class count, checked against the weak labels.
         callback: ``callback(batch_index, step)`` after every engine step.
+        device: where the chips are optimised (default: the denoiser's device). The noise
+            is drawn on the CPU from the same seeded generators on every device, so a GPU
+            run follows the CPU run's random stream.
 
     Returns:
         labels (N, h, w) uint8 (argmax) and probabilities (N, L, h, w) float32 (the final
@@ -135,15 +139,21 @@ def pseudolabel_chips(
     t_schedule = paper_schedule(
         config.t_schedule, steps=config.steps, num_timesteps=schedule.num_timesteps
     )
+    if device is None:
+        params = getattr(denoiser, "parameters", None)
+        first = next(iter(params()), None) if callable(params) else None
+        device = first.device if first is not None else torch.device("cpu")
+    device = torch.device(device)
     n = weak.shape[0]
     starts = list(range(0, n, config.batch_size))
     labels = torch.empty(n, *weak.shape[-2:], dtype=torch.uint8)
     probs = torch.empty(weak.shape, dtype=torch.float32)
     for b, start in enumerate(tqdm(starts, desc="pseudo-label", disable=not progress)):
         stop = min(start + config.batch_size, n)
+        weak_batch = weak[start:stop].to(device)
         constraint = LandCoverConstraint(
-            clusters=clusters[start:stop],
-            weak_labels=weak[start:stop],
+            clusters=clusters[start:stop].to(device),
+            weak_labels=weak_batch,
             mi_radius=config.mi_radius,
             kl_radius=config.kl_radius,
             sigma_start=config.sigma_start,
@@ -157,7 +167,7 @@ def pseudolabel_chips(
         x = infer_point(
             denoiser,
             constraint,
-            _initial_x(weak[start:stop], config.init),
+            _initial_x(weak_batch, config.init),
             schedule,
             t_schedule=t_schedule,
             optimizer="adam",
@@ -168,7 +178,7 @@ def pseudolabel_chips(
             generator=generator,
             callback=step_cb,
         )
-        p = onehot_to_probs(x, config.sigma_end)
+        p = onehot_to_probs(x.detach(), config.sigma_end).cpu()
         probs[start:stop] = p
         labels[start:stop] = p.argmax(dim=1).to(torch.uint8)
         log.debug("pseudo-labelled chips %d..%d of %d", start, stop, n)

@@ -195,10 +195,11 @@ def train_segmenter(
         if n_replay:
             ridx = torch.randint(0, r_images.shape[0], (n_replay,), generator=g)
             x, y = torch.cat([x, r_images[ridx]]), torch.cat([y, r_labels[ridx]])
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         if config.augment:
             x, y = _augment(x, y, g)
-        logits = model(x.to(device))
-        loss = F.cross_entropy(logits, y.to(device), ignore_index=IGNORE_INDEX)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
         if not torch.isfinite(loss):
             if (y == IGNORE_INDEX).all():
                 continue  # a batch of fully ignored chips carries no signal
@@ -220,7 +221,8 @@ def save_segmenter(path: str | Path, model: SegmentationUNet, meta: dict | None 
     """Atomic checkpoint: config, weights and free-form metadata."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"config": asdict(model.config), "state_dict": model.state_dict(), "meta": meta or {}}
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads anywhere
+    payload = {"config": asdict(model.config), "state_dict": state, "meta": meta or {}}
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
@@ -283,7 +285,8 @@ def iter_strip_predictions(
     ``1 / downsample`` of that resolution (inputs average-pooled); probabilities are
     upsampled bilinearly, blended with linear ramps over the overlap, and yielded as
     ``(row0, probs)`` with probs (K, rows, width) float32, in row order. Peak memory is
-    about two strips of ``window * downsample`` rows.
+    about two strips of ``window * downsample`` rows. The model runs on the device of its
+    parameters; blending and the strips stay on the CPU.
     """
     full = window * downsample
     ov = overlap * downsample
@@ -298,6 +301,7 @@ def iter_strip_predictions(
     rows, cols = _starts(height, full, stride), _starts(width, full, stride)
     weights = _blend_weights(full, ov)
     k = model.config.num_classes
+    device = next(model.parameters()).device
     buf_rows = 2 * full
     acc = np.zeros((k, buf_rows, width), dtype=np.float32)
     wsum = np.zeros((buf_rows, width), dtype=np.float32)
@@ -306,7 +310,7 @@ def iter_strip_predictions(
         patches = np.stack([read_window(r, c, full, full) for c in cols]).astype(np.float32)
         if not np.isfinite(patches).all():
             raise ValueError(f"input imagery has NaN or inf in rows {r}..{r + full}")
-        x = torch.from_numpy(patches)
+        x = torch.from_numpy(patches).to(device)
         if downsample > 1:
             x = F.avg_pool2d(x, downsample)
         probs = []
@@ -315,7 +319,7 @@ def iter_strip_predictions(
             if downsample > 1:
                 p = F.interpolate(p, scale_factor=downsample, mode="bilinear", align_corners=False)
             probs.append(p)
-        probs_np = torch.cat(probs).numpy()
+        probs_np = torch.cat(probs).cpu().numpy()
         off = r - base
         for c, p in zip(cols, probs_np, strict=True):
             acc[:, off : off + full, c : c + full] += p * weights

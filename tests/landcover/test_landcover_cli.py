@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+import torch
 from click.testing import CliRunner, Result
 
 from landprior.cli import main
@@ -116,6 +117,7 @@ def test_cluster_and_pseudolabel(pipeline: dict[str, Path]) -> None:
     for key in ("pseudo_label_accuracy", "weak_label_accuracy", "chips_per_second"):
         assert 0 <= summary[key], key
     assert summary["pseudo_label_accuracy"] <= 100
+    assert summary["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # auto
 
 
 def test_segmenters_predictions_and_scores(
@@ -172,6 +174,15 @@ def test_one_line_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
            "--out", tmp_path / "c.npz", match="not divisible by the factor 4")
     _fails("landcover", "chips", "--data", root, "--city", TARGET_CITY, "--weak-layer",
            tmp_path / "nowhere", "--out", tmp_path / "c.npz", match="neither a layer")
+    pseudolabel = ("landcover", "pseudolabel", "--prior", pipeline["prior"] / "checkpoint.pt",
+                   "--chips", pipeline["clustered"], "--out", tmp_path / "x.npz", "--no-progress")
+    _fails(*pseudolabel, "--device", "mps", match="only 'cpu' and 'cuda' devices")
+    _fails(*pseudolabel, "--device", "gpu0", match="unknown device 'gpu0'")
+    if not torch.cuda.is_available():
+        _fails(*pseudolabel, "--device", "cuda", match="sees no CUDA GPU")
+        _fails("landcover", "train-segmenter", "--chips", pipeline["source_chips"],
+               "--out", tmp_path / "m.pt", "--steps", "1", "--device", "cuda", "--no-progress",
+               match="sees no CUDA GPU")
     assert not any(tmp_path.glob("*.npz")) and not (tmp_path / "m.pt").exists()
 
 
