@@ -8,6 +8,7 @@ SOURCE = config["source_city"]
 TARGETS = list(config["target_cities"])
 TEST_SPLIT = config["test_split"]
 THREADS = config["threads_per_job"]
+DEVICE = config.get("device", "auto")  # auto: CUDA when present, else CPU
 REPLAY_FRACTION = float(config["segmenter"].get("replay_fraction", 0.0))
 # A trained label prior to reuse instead of training one (None: train it). A relative
 # path is looked up in the working directory, then next to the Snakefile (the shipped

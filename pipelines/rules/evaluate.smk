@@ -30,7 +30,7 @@ rule predict:
         "landprior landcover predict --data {params.data} --city {wildcards.city} --split {params.split}"
         " --tile {wildcards.tile} --model {input.model} --out-dir {params.out_dir}"
         " --window {params.s[window]} --overlap {params.s[overlap]} --weak-layer {params.weak}"
-        " --threads {threads} > {log} 2>&1"
+        " --threads {threads} --device {DEVICE} > {log} 2>&1"
 
 
 rule final_map:

@@ -77,4 +77,5 @@ else:
             " --preset {params.p[preset]} --steps {params.p[steps]}"
             " --batch-size {params.p[batch_size]} --lr {params.p[lr]}"
             " --ema-rate {params.p[ema_rate]} --mapping {params.mapping} --seed {params.p[seed]}"
-            " --samples-png {output.samples} --threads {threads} --no-progress > {log} 2>&1"
+            " --samples-png {output.samples} --threads {threads} --device {DEVICE}"
+            " --no-progress > {log} 2>&1"

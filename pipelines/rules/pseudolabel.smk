@@ -25,7 +25,7 @@ rule pseudolabel:
         " --lr {params.p[lr]} --window-radius {params.p[window_radius]}"
         " --batch-size {params.p[batch_size]} --seed {params.p[seed]}"
         " --mi-weight {params.p[mi_weight]} --kl-weight {params.p[kl_weight]}"
-        " --kl-direction {params.p[kl_direction]} --threads {threads} --no-progress > {log} 2>&1"
+        " --kl-direction {params.p[kl_direction]} --threads {threads} --device {DEVICE} --no-progress > {log} 2>&1"
 
 
 rule pseudolabel_geotiffs:

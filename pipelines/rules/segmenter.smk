@@ -26,7 +26,7 @@ rule segmenter_source:
         " --inputs {wildcards.inputs} --out {output} --steps {params.s[pretrain_steps]}"
         " --batch-size {params.s[batch_size]} --lr {params.s[lr]}"
         " --base-channels {params.s[base_channels]} --depth {params.s[depth]}"
-        " --seed {params.seed} --threads {threads} --no-progress > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} --device {DEVICE} --no-progress > {log} 2>&1"
 
 
 rule segmenter_finetune:
@@ -59,7 +59,7 @@ rule segmenter_finetune:
         "landprior landcover train-segmenter --chips {input.chips} --target pseudo --inputs image"
         " --init {input.init} --out {output} --steps {params.s[finetune_steps]} {params.replay}"
         " --batch-size {params.s[batch_size]} --lr {params.s[finetune_lr]}"
-        " --seed {params.seed} --threads {threads} --no-progress > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} --device {DEVICE} --no-progress > {log} 2>&1"
 
 
 rule segmenter_scratch:
@@ -84,5 +84,5 @@ rule segmenter_scratch:
         "landprior landcover train-segmenter --chips {input} --target pseudo --inputs image"
         " --out {output} --steps {params.s[scratch_steps]} --batch-size {params.s[batch_size]}"
         " --lr {params.s[lr]} --base-channels {params.s[base_channels]}"
-        " --depth {params.s[depth]} --seed {params.seed} --threads {threads}"
+        " --depth {params.s[depth]} --seed {params.seed} --threads {threads} --device {DEVICE}"
         " --no-progress > {log} 2>&1"

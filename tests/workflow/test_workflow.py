@@ -160,8 +160,9 @@ def test_dry_run(tmp_path: Path, name: str) -> None:
         # not one of the allowed values; a misspelt key
         ({"weak_labels.mode": "magic"}, ["'magic' is not one of ['layer', 'compute']"]),
         ({"chip_sise": 64}, ["Additional properties are not allowed", "'chip_sise'"]),
+        ({"device": "gpu"}, ["'gpu' does not match", "['device']"]),
     ],
-    ids=["steps-0", "chip_size-str", "mode-enum", "typo"],
+    ids=["steps-0", "chip_size-str", "mode-enum", "typo", "device"],
 )
 def test_bad_config_fails_early_with_the_schema_message(
     tmp_path: Path, changes: dict[str, Any], messages: Sequence[str]
@@ -276,7 +277,8 @@ def test_slurm_profile_settings() -> None:
     assert {"slurm_partition", "runtime", "mem_mb"} <= profile["default-resources"].keys()
     assert profile["jobs"] > 0 and profile["latency-wait"] > 0 and profile["retries"] >= 1
     assert profile["keep-going"] is True and profile["printshellcmds"] is True
-    for rule in ("train_prior", "pseudolabel"):
+    for rule in ("train_prior", "pseudolabel", "segmenter_source", "segmenter_finetune",
+                 "segmenter_scratch"):
         assert profile["set-resources"][rule]["slurm_extra"] == "'--gres=gpu:1'"
     # every rule named there exists in the workflow
     rules = set(re.findall(r"^(?:rule|checkpoint) (\w+):", _workflow_text(), re.MULTILINE))
