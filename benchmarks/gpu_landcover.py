@@ -1,0 +1,298 @@
+"""Land cover on a CUDA GPU: pseudo-labelling, the paper-scale prior and the segmenter (JSON).
+
+Two steps, so that the GPU machine needs only torch and numpy (no GDAL / rasterio):
+
+    # 1. on a machine with the full install, after `make demo` (~1 min): the inputs folder
+    .venv/bin/python benchmarks/gpu_landcover.py prepare --out .gpu/landcover
+    # 2. on the GPU machine (python with torch; the repository on PYTHONPATH)
+    python benchmarks/gpu_landcover.py run --inputs .gpu/landcover --out-dir OUT \
+        [--train-seconds 240]
+
+``run`` sections, each written to OUT/gpu_landcover.json as soon as it is done:
+  pseudolabel_demo   the demo's prior and settings (200 steps, lr 5e-3, 31 x 31 windows,
+                     KL reverse) on the demo's 128 desert chips (32 x 32 labels at 4 m), all
+                     at once and in batches of 32: chips/s and pseudo-label / weak-label
+                     accuracy against the truth (the CPU run of `make demo` is in
+                     results/pseudolabels/synthdesert_az-2010.json).
+  prior_paper_scale  the paper's prior (`landcover64`, 85M parameters, 64 x 64 one-hot labels
+                     from 256 m patches, batch 32, Adam 1e-4, EMA 0.9999) trained from scratch
+                     for --train-seconds on the source city's label patches: seconds per
+                     step, the hours the paper's 100k steps would take, held-out denoising
+                     accuracy from t = 400 / 700, class frequencies of 64 DDPM samples and a
+                     PNG grid (real patches on top, samples below). A truncated run: its
+                     figures say how the configuration trains, not how good 100k steps are.
+  pseudolabel_paper  that prior on 64 desert chips of 256 m (64 x 64 labels), batch 64, the
+                     demo's settings: chips/s, accuracy; and the demo prior on the same chips.
+  segmenter          training steps/s of the enviroatlas configuration's U-Net (64 base
+                     channels, depth 4, batch 16, 64 x 64 inputs) and prediction Mpx/s on a
+                     4096 x 4096 image (window 64 at full resolution; window 32 at x4).
+
+GPU timings use torch.cuda.synchronize around each timed block.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DESERT = "synthdesert_az-2010"
+SOURCE = "synthsource_pa-2010"
+CITIES_DEMO = ("synthgreen_nc-2012", "synthdry_tx-2012", DESERT)
+
+
+# ---------------------------------------------------------------------------------- prepare
+def _landprior(*args: str) -> None:
+    exe = Path(sys.executable).with_name("landprior")
+    subprocess.run([str(exe), *args], check=True)
+
+
+def _save_chip_arrays(npz: Path, out: Path) -> None:
+    """Keep what pseudo-labelling and the segmenter need, compressed (float16 inputs)."""
+    with np.load(npz) as d:
+        arrays = {
+            "weak": d["weak"].astype(np.float16),
+            "clusters": d["clusters"].astype(np.float16),
+            "image": d["image"].astype(np.float16),
+            "truth": d["truth"],
+        }
+    np.savez_compressed(out, **arrays)
+
+
+def prepare(args: argparse.Namespace) -> None:
+    from landprior.landcover.enviroatlas import EnviroAtlas
+    from landprior.landcover.prior import source_label_patches
+
+    out: Path = args.out
+    results: Path = args.results
+    prior = results / "prior" / "checkpoint.pt"
+    clusters = results / "clusters" / f"{DESERT}.npz"
+    for path in (prior, clusters):
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: run `make demo` first")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(prior, out / "demo_prior.pt")
+    _save_chip_arrays(clusters, out / "desert_chips32.npz")
+    ds = EnviroAtlas(args.data)
+    train = source_label_patches(ds, SOURCE, args.train_patches, size=256, factor=4, seed=0)
+    held = source_label_patches(ds, SOURCE, 256, splits=("test",), size=256, factor=4, seed=1)
+    np.savez_compressed(out / "source_patches64.npz", train=train, heldout=held)
+    with tempfile.TemporaryDirectory() as tmp:
+        chips, clustered = Path(tmp) / "chips.npz", Path(tmp) / "clustered.npz"
+        _landprior("landcover", "chips", "--data", str(args.data), "--city", DESERT,
+                   "--split", "test", "--n", str(args.paper_chips), "--size", "256",
+                   "--factor", "4", "--seed", "0", "--out", str(chips))  # fmt: skip
+        _landprior("landcover", "cluster", "--chips", str(chips), "--out", str(clustered),
+                   "--k", "5", "--radius", "7", "--iterations", "30", "--warmup-iterations",
+                   "5", "--warmup-radius", "15")  # fmt: skip
+        _save_chip_arrays(clustered, out / "desert_chips64.npz")
+    sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
+    print(json.dumps({"prepared": str(out), "bytes": sizes}, indent=2))
+
+
+# -------------------------------------------------------------------------------------- run
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        _sync()
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _sync()
+        self.seconds = time.perf_counter() - self.t0
+
+
+def _chips(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as d:
+        return {k: d[k] for k in d.files}
+
+
+def _accuracy(labels: np.ndarray, truth: np.ndarray) -> float:
+    keep = truth != 255
+    return round(100.0 * float((labels[keep] == truth[keep]).mean()), 2)
+
+
+def _pseudolabel(
+    prior: Path, chips: dict[str, np.ndarray], batch: int, device, steps: int = 200
+) -> dict:
+    from landprior.diffusion.train import load_denoiser
+    from landprior.landcover.pseudolabel import PseudoLabelConfig, pseudolabel_chips
+
+    denoiser, schedule, _ = load_denoiser(prior, device=device)
+    config = PseudoLabelConfig(steps=steps, lr=5e-3, mi_radius=15, kl_radius=15,
+                               batch_size=batch, kl_direction="reverse", seed=0)  # fmt: skip
+    weak = torch.from_numpy(chips["weak"].astype(np.float32))
+    clusters = torch.from_numpy(chips["clusters"].astype(np.float32))
+    with Timer() as t:
+        labels, _ = pseudolabel_chips(denoiser, schedule, weak, clusters, config, device=device)
+    n = len(weak)
+    return {
+        "chips": n, "batch": batch, "label_size": int(weak.shape[-1]), "steps": steps,
+        "seconds": round(t.seconds, 2), "chips_per_second": round(n / t.seconds, 2),
+        "pseudo_label_accuracy": _accuracy(labels.numpy(), chips["truth"]),
+        "weak_label_accuracy": _accuracy(chips["weak"].argmax(1), chips["truth"]),
+    }
+
+
+def _train_paper_prior(
+    patches: np.ndarray, out_dir: Path, seconds: float, device, quick: bool = False
+) -> dict:
+    from landprior.diffusion.train import TrainConfig, train
+    from landprior.diffusion.unet import UNetConfig
+    from landprior.landcover.prior import labels_to_x
+
+    x = torch.from_numpy(labels_to_x(patches))
+    unet = UNetConfig.preset("landcover64")
+    if quick:  # a smoke run of the code path, not of the paper's network
+        unet = UNetConfig.preset("landcover-cpu").replace(in_channels=5, out_channels=5)
+    params = sum(p.numel() for p in unet.build().parameters())
+
+    def config(steps: int) -> TrainConfig:
+        return TrainConfig(steps=steps, batch_size=32, lr=1e-4, ema_rate=0.9999, seed=0,
+                           hflip=True, vflip=True, checkpoint_every=steps,
+                           device=str(device))  # fmt: skip
+
+    warm = 2 if quick else 50
+    with Timer() as t_warm:  # CUDA context, cuDNN autotuning, first checkpoint
+        train(x, unet, config(warm), out_dir, progress=False)
+    probe = 2 if quick else 200
+    with Timer() as t_probe:
+        train(x, unet, config(warm + probe), out_dir, resume=True, progress=False)
+    per_step = t_probe.seconds / probe
+    steps = warm + probe + max(int((seconds - t_warm.seconds - t_probe.seconds) / per_step), 0)
+    with Timer() as t_rest:
+        result = train(x, unet, config(steps), out_dir, resume=True, progress=False)
+    done = steps - warm - probe
+    per_step_steady = t_rest.seconds / max(done, 1)
+    log = [json.loads(line) for line in (out_dir / "loss.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in log]
+    return {
+        "preset": unet.name, "parameters": params, "batch": 32, "label_size": 64,
+        "steps": result.step, "seconds_per_step": round(per_step_steady, 4),
+        "paper_100k_steps_hours": round(100_000 * per_step_steady / 3600, 2),
+        "loss_first_100": round(float(np.mean(losses[:100])), 4),
+        "loss_last_100": round(float(np.mean(losses[-100:])), 4),
+        "checkpoint": str(result.checkpoint),
+    }
+
+
+def _segmenter(device, quick: bool = False) -> dict:
+    from landprior.landcover.segmenter import (
+        SegmenterConfig,
+        SegmenterTrainConfig,
+        predict_array,
+        train_segmenter,
+    )
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(256, 4, 64, 64, generator=g)
+    labels = torch.randint(0, 5, (256, 64, 64), generator=g)
+    model = SegmenterConfig(base_channels=64, depth=4).build().to(device)
+    train_segmenter(model, images, labels, SegmenterTrainConfig(steps=20, batch_size=16))
+    steps = 3 if quick else 300
+    with Timer() as t:
+        train_segmenter(model, images, labels, SegmenterTrainConfig(steps=steps, batch_size=16))
+    side = 512 if quick else 4096
+    image = np.random.default_rng(0).random((4, side, side), dtype=np.float32)
+    out: dict[str, Any] = {"train_steps_per_second": round(steps / t.seconds, 1),
+                           "config": {"base_channels": 64, "depth": 4, "batch": 16}}
+    for window, down, batch in ((64, 1, 64), (32, 4, 64)):
+        predict_array(model, image[:, :512, :512], window=window, overlap=window // 4,
+                      downsample=down, batch_size=batch)  # fmt: skip
+        with Timer() as t:
+            predict_array(model, image, window=window, overlap=window // 4, downsample=down,
+                          batch_size=batch)  # fmt: skip
+        mpx = side**2 / 1e6
+        out[f"predict_window{window}_x{down}_mpx_per_second"] = round(mpx / t.seconds, 2)
+    return out
+
+
+def run(args: argparse.Namespace) -> None:
+    from landprior.devices import resolve_device
+    from landprior.landcover.prior import prior_quality
+
+    device = resolve_device(args.device)
+    inputs: Path = args.inputs
+    out_dir: Path = args.out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "torch": torch.__version__, "python": platform.python_version(),
+    }
+    torch.backends.cudnn.benchmark = True
+
+    def save() -> None:  # after every section: a run cut short keeps what it measured
+        (out_dir / "gpu_landcover.json").write_text(json.dumps(report, indent=2) + "\n")
+
+    demo_prior = inputs / "demo_prior.pt"
+    quick = args.quick
+    steps = 4 if quick else 200
+    chips32 = _chips(inputs / "desert_chips32.npz")
+    if quick:
+        chips32 = {k: v[:8] for k, v in chips32.items()}
+    report["pseudolabel_demo"] = [_pseudolabel(demo_prior, chips32, b, device, steps)
+                                  for b in (len(chips32["weak"]), 32)]  # fmt: skip
+    save()
+
+    patches = np.load(inputs / "source_patches64.npz")
+    work = Path(args.work or tempfile.mkdtemp(prefix="paper-prior-"))
+    section = _train_paper_prior(patches["train"], work, args.train_seconds, device, quick)
+    ckpt = Path(section.pop("checkpoint"))
+    heldout = patches["heldout"][:8] if quick else patches["heldout"]
+    quality = prior_quality(ckpt, heldout, n_samples=4 if quick else 64, seed=0, device=device,
+                            samples_png=out_dir / "paper_prior_samples.png")  # fmt: skip
+    section["quality"] = {k: v for k, v in quality.items() if k not in ("checkpoint",)}
+    report["prior_paper_scale"] = section
+    save()
+
+    chips64 = _chips(inputs / "desert_chips64.npz")
+    if quick:
+        chips64 = {k: v[:4] for k, v in chips64.items()}
+    report["pseudolabel_paper"] = {
+        "paper_prior": _pseudolabel(ckpt, chips64, 64, device, steps),
+        "demo_prior": _pseudolabel(demo_prior, chips64, 64, device, steps),
+    }
+    save()
+    report["segmenter"] = _segmenter(device, quick)
+    save()
+    print(json.dumps(report, indent=2))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="Write the GPU run's inputs (needs the full install).")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--data", type=Path, default=REPO / "resources" / "synthetic")
+    p.add_argument("--results", type=Path, default=REPO / "results")
+    p.add_argument("--train-patches", type=int, default=8000)
+    p.add_argument("--paper-chips", type=int, default=64)
+    r = sub.add_parser("run", help="Run the GPU sections (torch and numpy only).")
+    r.add_argument("--inputs", type=Path, required=True)
+    r.add_argument("--out-dir", type=Path, required=True)
+    r.add_argument("--train-seconds", type=float, default=240.0)
+    r.add_argument("--work", type=Path, default=None, help="Prior run folder (default: temp).")
+    r.add_argument("--device", default="auto")
+    r.add_argument("--quick", action="store_true", help="Tiny smoke run of every section.")
+    args = parser.parse_args()
+    prepare(args) if args.command == "prepare" else run(args)
+
+
+if __name__ == "__main__":
+    main()
