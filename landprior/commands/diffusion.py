@@ -176,7 +176,8 @@ def train_cmd(
 @click.option("--nrow", default=None, type=click.IntRange(min=1), help="Images per grid row.")
 @click.option("--scale", default=2, show_default=True, type=click.IntRange(min=1),
               help="Pixel repeat factor of the PNG.")
-@click.option("--device", default="cpu", show_default=True, help="torch device.")
+@click.option("--device", default="cpu", show_default=True,
+              help="torch device: cpu, cuda, cuda:N or auto (CUDA when present).")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads (torch.set_num_threads).")
 def sample_cmd(
@@ -200,6 +201,7 @@ def sample_cmd(
     import numpy as np
     import torch
 
+    from landprior.devices import resolve_device
     from landprior.diffusion.images import save_grid
     from landprior.diffusion.sample import ddim_sample, ddpm_sample
     from landprior.diffusion.train import load_denoiser
@@ -207,6 +209,7 @@ def sample_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
+        device = str(resolve_device(device))
         denoiser, schedule, meta = load_denoiser(checkpoint, use_ema=not no_ema, device=device)
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err

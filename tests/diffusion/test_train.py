@@ -208,6 +208,10 @@ def test_cli_train_and_sample(tmp_path) -> None:
                                   str(tmp_path / "s.npy")])
     assert result.exit_code == 0, result.output
     assert grid.exists() and np.load(tmp_path / "s.npy").shape == (3, 1, 16, 16)
+    bad_device = runner.invoke(main, ["diffusion", "sample", "--checkpoint", str(out), "--n",
+                                      "1", "--out", str(tmp_path / "g.png"), "--device", "gpu0"])
+    assert bad_device.exit_code != 0 and "unknown device 'gpu0'" in bad_device.output
+    assert not (tmp_path / "g.png").exists()
 
     slim = tmp_path / "slim.pt"
     result = runner.invoke(main, ["diffusion", "export", "--checkpoint", str(out),

@@ -273,11 +273,14 @@ def test_cli_solve_errors(checkpoint: Path, tmp_path: Path) -> None:
     write_instances(path, uniform_instances(2, 10, seed=0))
     runner = CliRunner()
 
-    def run(ckpt: Path, instances: Path = path) -> str:
-        args = ["tsp", "solve", "--instances", instances, "--checkpoint", ckpt, "--steps", "1"]
+    def run(ckpt: Path, instances: Path = path, *extra: str) -> str:
+        args = ["tsp", "solve", "--instances", instances, "--checkpoint", ckpt, "--steps", "1",
+                *extra]  # fmt: skip
         result = runner.invoke(main, [str(a) for a in args])
         assert result.exit_code != 0
         return result.output
+
+    assert "only 'cpu' and 'cuda' devices" in run(checkpoint, path, "--device", "mps")
 
     assert "checkpoint not found" in run(tmp_path / "nothing.pt")
     assert "train-prior" in run(tmp_path / "nothing.pt")
