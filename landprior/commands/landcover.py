@@ -154,10 +154,11 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @_samples_png_option
 @_threads_option
+@_device_option
 @_friendly
 def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size: int,
                   factor: int, mapping: str, seed: int, samples_png: Path | None,
-                  threads: int | None) -> None:
+                  threads: int | None, device: str) -> None:
     """Use an already trained label prior (e.g. the shipped one) instead of training one.
 
     Checks the prior's class count against the class table, copies its EMA weights to
@@ -171,6 +172,7 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
     )
 
     _threads(threads)
+    torch_device = _device(device)
     path = install_label_prior(checkpoint, out)
     if samples_png is not None:
         real = source_label_patches(
@@ -178,7 +180,7 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
             mapping=mapping, seed=seed,  # type: ignore[arg-type]
         )
         sample_label_grid(path, samples_png, size=patch_size // factor, seed=seed,
-                          real_patches=real)
+                          real_patches=real, device=torch_device)
     click.echo(f"label prior {checkpoint} installed as {path}")
 
 

@@ -38,7 +38,7 @@ if PRIOR_CHECKPOINT:
             " --data {params.data} --city {params.source} --out {params.out}"
             " --patch-size {params.size} --factor {params.factor} --mapping {params.mapping}"
             " --seed {params.seed} --samples-png {output.samples} --threads {threads}"
-            " > {log} 2>&1"
+            " --device {DEVICE} > {log} 2>&1"
 
 else:
 
