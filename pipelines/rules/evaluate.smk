@@ -12,6 +12,7 @@ rule predict:
     wildcard_constraints:
         method="|".join(SEGMENTER_OF),
     params:
+        device=DEVICE,
         data=lambda w, input: str(Path(input.marker).parent),
         out_dir=lambda w, output: str(Path(output[0]).parent),
         s=config["segmenter"],
@@ -30,7 +31,7 @@ rule predict:
         "landprior landcover predict --data {params.data} --city {wildcards.city} --split {params.split}"
         " --tile {wildcards.tile} --model {input.model} --out-dir {params.out_dir}"
         " --window {params.s[window]} --overlap {params.s[overlap]} --weak-layer {params.weak}"
-        " --threads {threads} --device {DEVICE} > {log} 2>&1"
+        " --threads {threads} --device {params.device} > {log} 2>&1"
 
 
 rule final_map:

@@ -17,6 +17,7 @@ if PRIOR_CHECKPOINT:
                 category="Label prior",
             ),
         params:
+            device=DEVICE,
             data=lambda w, input: str(Path(input.marker).parent),
             out=lambda w, output: str(Path(output.checkpoint).parent),
             source=SOURCE,
@@ -38,7 +39,7 @@ if PRIOR_CHECKPOINT:
             " --data {params.data} --city {params.source} --out {params.out}"
             " --patch-size {params.size} --factor {params.factor} --mapping {params.mapping}"
             " --seed {params.seed} --samples-png {output.samples} --threads {threads}"
-            " --device {DEVICE} > {log} 2>&1"
+            " --device {params.device} > {log} 2>&1"
 
 else:
 
@@ -53,6 +54,7 @@ else:
                 category="Label prior",
             ),
         params:
+            device=DEVICE,
             data=lambda w, input: str(Path(input.marker).parent),
             out=lambda w, output: str(Path(output.checkpoint).parent),
             source=SOURCE,
@@ -77,5 +79,5 @@ else:
             " --preset {params.p[preset]} --steps {params.p[steps]}"
             " --batch-size {params.p[batch_size]} --lr {params.p[lr]}"
             " --ema-rate {params.p[ema_rate]} --mapping {params.mapping} --seed {params.p[seed]}"
-            " --samples-png {output.samples} --threads {threads} --device {DEVICE}"
+            " --samples-png {output.samples} --threads {threads} --device {params.device}"
             " --no-progress > {log} 2>&1"

@@ -9,6 +9,7 @@ rule pseudolabel:
         chips=f"{RESULTS}/pseudolabels/{{city}}.npz",
         summary=f"{RESULTS}/pseudolabels/{{city}}.json",
     params:
+        device=DEVICE,
         p=config["pseudolabel"],
     conda:
         "../envs/landprior.yaml"
@@ -25,7 +26,8 @@ rule pseudolabel:
         " --lr {params.p[lr]} --window-radius {params.p[window_radius]}"
         " --batch-size {params.p[batch_size]} --seed {params.p[seed]}"
         " --mi-weight {params.p[mi_weight]} --kl-weight {params.p[kl_weight]}"
-        " --kl-direction {params.p[kl_direction]} --threads {threads} --device {DEVICE} --no-progress > {log} 2>&1"
+        " --kl-direction {params.p[kl_direction]} --threads {threads}"
+        " --device {params.device} --no-progress > {log} 2>&1"
 
 
 rule pseudolabel_geotiffs:

@@ -10,6 +10,7 @@ rule segmenter_source:
     wildcard_constraints:
         inputs="image|image\\+weak",
     params:
+        device=DEVICE,
         s=config["segmenter"],
         seed=config["seed"],
     conda:
@@ -26,7 +27,8 @@ rule segmenter_source:
         " --inputs {wildcards.inputs} --out {output} --steps {params.s[pretrain_steps]}"
         " --batch-size {params.s[batch_size]} --lr {params.s[lr]}"
         " --base-channels {params.s[base_channels]} --depth {params.s[depth]}"
-        " --seed {params.seed} --threads {threads} --device {DEVICE} --no-progress > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} --device {params.device}"
+        " --no-progress > {log} 2>&1"
 
 
 rule segmenter_finetune:
@@ -39,6 +41,7 @@ rule segmenter_finetune:
     output:
         f"{RESULTS}/segmenter/finetuned_{{city}}.pt",
     params:
+        device=DEVICE,
         s=config["segmenter"],
         seed=config["seed"],
         replay=lambda w, input: (
@@ -59,7 +62,8 @@ rule segmenter_finetune:
         "landprior landcover train-segmenter --chips {input.chips} --target pseudo --inputs image"
         " --init {input.init} --out {output} --steps {params.s[finetune_steps]} {params.replay}"
         " --batch-size {params.s[batch_size]} --lr {params.s[finetune_lr]}"
-        " --seed {params.seed} --threads {threads} --device {DEVICE} --no-progress > {log} 2>&1"
+        " --seed {params.seed} --threads {threads} --device {params.device}"
+        " --no-progress > {log} 2>&1"
 
 
 rule segmenter_scratch:
@@ -69,6 +73,7 @@ rule segmenter_scratch:
     output:
         f"{RESULTS}/segmenter/scratch_{{city}}.pt",
     params:
+        device=DEVICE,
         s=config["segmenter"],
         seed=config["seed"],
     conda:
@@ -84,5 +89,5 @@ rule segmenter_scratch:
         "landprior landcover train-segmenter --chips {input} --target pseudo --inputs image"
         " --out {output} --steps {params.s[scratch_steps]} --batch-size {params.s[batch_size]}"
         " --lr {params.s[lr]} --base-channels {params.s[base_channels]}"
-        " --depth {params.s[depth]} --seed {params.seed} --threads {threads} --device {DEVICE}"
+        " --depth {params.s[depth]} --seed {params.seed} --threads {threads} --device {params.device}"
         " --no-progress > {log} 2>&1"
