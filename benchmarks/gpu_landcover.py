@@ -27,12 +27,14 @@ Two steps, so that the GPU machine needs only torch and numpy (no GDAL / rasteri
                      channels, depth 4, batch 16, 64 x 64 inputs) and prediction Mpx/s on a
                      4096 x 4096 image (window 64 at full resolution; window 32 at x4).
 
-GPU timings use torch.cuda.synchronize around each timed block.
+GPU timings use torch.cuda.synchronize around each timed block, after an untimed warm-up of
+the same shapes (cuDNN autotuning; `torch.backends.cudnn.benchmark` is on).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import shutil
@@ -139,6 +141,8 @@ def _pseudolabel(
                                batch_size=batch, kl_direction="reverse", seed=0)  # fmt: skip
     weak = torch.from_numpy(chips["weak"].astype(np.float32))
     clusters = torch.from_numpy(chips["clusters"].astype(np.float32))
+    warm = dataclasses.replace(config, steps=3)  # cuDNN autotuning of these shapes, untimed
+    pseudolabel_chips(denoiser, schedule, weak[:batch], clusters[:batch], warm, device=device)
     with Timer() as t:
         labels, _ = pseudolabel_chips(denoiser, schedule, weak, clusters, config, device=device)
     n = len(weak)
