@@ -13,9 +13,12 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+if TYPE_CHECKING:  # torch is imported inside the commands: `--help` stays fast
+    import torch
 
 _DATA = click.Path(exists=True, file_okay=False, path_type=Path)
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -54,7 +57,8 @@ _device_option = click.option(
 )
 
 
-def _device(name: str):  # -> torch.device
+def _device(name: str) -> torch.device:
+    """``--device`` resolved (auto -> CUDA when present); a bad name is a one-line error."""
     from landprior.devices import resolve_device
 
     return resolve_device(name)
