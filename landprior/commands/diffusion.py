@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
+
+from landprior.commands import device_option
+
+if TYPE_CHECKING:
+    import torch
 
 _PRESET_NAMES = ("ffhq256", "mnist32", "tsp64", "landcover64", "landcover-cpu", "tsp-cpu", "tiny")
 
@@ -176,8 +181,7 @@ def train_cmd(
 @click.option("--nrow", default=None, type=click.IntRange(min=1), help="Images per grid row.")
 @click.option("--scale", default=2, show_default=True, type=click.IntRange(min=1),
               help="Pixel repeat factor of the PNG.")
-@click.option("--device", default="cpu", show_default=True,
-              help="torch device: cpu, cuda, cuda:N or auto (CUDA when present).")
+@device_option("cpu")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads (torch.set_num_threads).")
 def sample_cmd(
@@ -194,14 +198,13 @@ def sample_cmd(
     npy_path: Path | None,
     nrow: int | None,
     scale: int,
-    device: str,
+    device: torch.device,
     threads: int | None,
 ) -> None:
     """Draw samples from a trained prior (DDPM or DDIM) and save them as an image grid."""
     import numpy as np
     import torch
 
-    from landprior.devices import resolve_device
     from landprior.diffusion.images import save_grid
     from landprior.diffusion.sample import ddim_sample, ddpm_sample
     from landprior.diffusion.train import load_denoiser
@@ -209,7 +212,6 @@ def sample_cmd(
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        device = str(resolve_device(device))
         denoiser, schedule, meta = load_denoiser(checkpoint, use_ema=not no_ema, device=device)
     except (ValueError, FileNotFoundError) as err:
         raise click.ClickException(str(err)) from err

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from landprior.commands import device_option
+
 if TYPE_CHECKING:  # torch is imported inside the commands: `--help` stays fast
     import torch
 
@@ -51,17 +53,7 @@ _threads_option = click.option(
 )
 
 
-_device_option = click.option(
-    "--device", default="auto", show_default=True,
-    help="torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
-)
-
-
-def _device(name: str) -> torch.device:
-    """``--device`` resolved (auto -> CUDA when present); a bad name is a one-line error."""
-    from landprior.devices import resolve_device
-
-    return resolve_device(name)
+_device_option = device_option("auto")
 
 
 _patch_size_option = click.option(
@@ -114,7 +106,7 @@ def group() -> None:
 def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int, factor: int,
                 preset: str, steps: int, batch_size: int, lr: float, ema_rate: float,
                 mapping: str, seed: int, samples_png: Path | None, threads: int | None,
-                device: str, no_progress: bool) -> None:
+                device: torch.device, no_progress: bool) -> None:
     """Train the label DDPM prior on one-hot label patches of the source city."""
     import numpy as np
 
@@ -127,7 +119,6 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
     )
 
     _threads(threads)
-    torch_device = _device(device)
     out.mkdir(parents=True, exist_ok=True)
     labels = source_label_patches(
         EnviroAtlas(root), city, patches, size=patch_size, factor=factor,
@@ -136,12 +127,12 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
     np.save(out / "patches.npy", labels)
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate,
                          seed=seed, hflip=True, vflip=True,
-                         checkpoint_every=max(steps // 5, 1), device=str(torch_device))
+                         checkpoint_every=max(steps // 5, 1), device=str(device))
     result = train_label_prior(labels, out, preset=preset, config=config, resume=True,
                                progress=not no_progress)
     if samples_png is not None:
         sample_label_grid(result.checkpoint, samples_png, size=patch_size // factor, seed=seed,
-                          real_patches=labels, device=torch_device)
+                          real_patches=labels, device=device)
     click.echo(f"prior trained to step {result.step}: {result.checkpoint}")
 
 
@@ -162,7 +153,7 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
 @_friendly
 def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size: int,
                   factor: int, mapping: str, seed: int, samples_png: Path | None,
-                  threads: int | None, device: str) -> None:
+                  threads: int | None, device: torch.device) -> None:
     """Use an already trained label prior (e.g. the shipped one) instead of training one.
 
     Checks the prior's class count against the class table, copies its EMA weights to
@@ -176,7 +167,6 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
     )
 
     _threads(threads)
-    torch_device = _device(device)
     path = install_label_prior(checkpoint, out)
     if samples_png is not None:
         real = source_label_patches(
@@ -184,7 +174,7 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
             mapping=mapping, seed=seed,  # type: ignore[arg-type]
         )
         sample_label_grid(path, samples_png, size=patch_size // factor, seed=seed,
-                          real_patches=real, device=torch_device)
+                          real_patches=real, device=device)
     click.echo(f"label prior {checkpoint} installed as {path}")
 
 
@@ -209,7 +199,7 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
 @_friendly
 def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, patches: int,
                       samples: int, patch_size: int, factor: int, mapping: str, seed: int,
-                      samples_png: Path | None, threads: int | None, device: str) -> None:
+                      samples_png: Path | None, threads: int | None, device: torch.device) -> None:
     """How well a label prior knows the source city's layouts (one JSON object).
 
     Denoising accuracy of held-out label patches from t = 400 and 700, and class
@@ -221,13 +211,12 @@ def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, patch
     from landprior.landcover.prior import prior_quality, source_label_patches
 
     _threads(threads)
-    torch_device = _device(device)
     held_out = source_label_patches(
         EnviroAtlas(root), city, patches, splits=(split,), size=patch_size, factor=factor,
         mapping=mapping, seed=seed,  # type: ignore[arg-type]
     )
     result = prior_quality(checkpoint, held_out, n_samples=samples, seed=seed,
-                           samples_png=samples_png, device=torch_device)  # fmt: skip
+                           samples_png=samples_png, device=device)  # fmt: skip
     result.update(city=city, split=split)
     click.echo(json.dumps(result, indent=2))
 
@@ -321,7 +310,7 @@ def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
 def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: float,
                 window_radius: int, batch_size: int, seed: int, mi_weight: float,
                 kl_weight: float, kl_direction: str, init: str, summary: Path | None,
-                threads: int | None, device: str, no_progress: bool) -> None:
+                threads: int | None, device: torch.device, no_progress: bool) -> None:
     """Pseudo-label chips with the prior under the MI - KL constraint (Algorithm 1)."""
     import torch
 
@@ -331,11 +320,10 @@ def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: f
     from landprior.landcover.pseudolabel import PseudoLabelConfig, agreement, pseudolabel_chips
 
     _threads(threads)
-    torch_device = _device(device)
     cs = ChipSet.load(chips_path)
     if cs.clusters is None:
         raise click.ClickException(f"{chips_path} has no clusters; run `landcover cluster`")
-    denoiser, schedule, meta = load_denoiser(prior_path, device=torch_device)
+    denoiser, schedule, meta = load_denoiser(prior_path, device=device)
     config = PseudoLabelConfig(steps=steps, lr=lr, mi_radius=window_radius,
                                kl_radius=window_radius, batch_size=batch_size, seed=seed,
                                mi_weight=mi_weight, kl_weight=kl_weight,
@@ -344,13 +332,13 @@ def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: f
     labels, probs = pseudolabel_chips(
         denoiser, schedule, torch.from_numpy(cs.weak), torch.from_numpy(cs.clusters), config,
         num_classes=meta["unet_config"].in_channels, progress=not no_progress,
-        device=torch_device,
+        device=device,
     )
     seconds = time.perf_counter() - started
     cs.with_(pseudo=labels.numpy(), pseudo_probs=probs.numpy().astype("float16")).save(out)
     info: dict[str, Any] = {"city": cs.city, "chips": len(cs), "seconds": round(seconds, 2),
                             "chips_per_second": round(len(cs) / seconds, 3),
-                            "device": str(torch_device)}
+                            "device": str(device)}
     if cs.truth is not None:
         info["pseudo_label_accuracy"] = round(100 * agreement(labels.numpy(), cs.truth), 2)
         info["weak_label_accuracy"] = round(100 * agreement(cs.weak.argmax(1), cs.truth), 2)
@@ -416,7 +404,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                         init_path: Path | None, out: Path, steps: int, batch_size: int,
                         lr: float, base_channels: int, depth: int, seed: int,
                         replay_paths: tuple[Path, ...], replay_fraction: float,
-                        threads: int | None, device: str, no_progress: bool) -> None:
+                        threads: int | None, device: torch.device, no_progress: bool) -> None:
     """Train (or fine-tune) the U-Net p(labels | image) on chip sets."""
     import torch
 
@@ -433,7 +421,6 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
     if not replay_paths and source is click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--replay-fraction needs --replay-chips (the chips to replay)")
     _threads(threads)
-    torch_device = _device(device)
     sets = [ChipSet.load(p) for p in chips_paths]
     factors = {cs.factor for cs in sets}
     if len(factors) != 1:
@@ -459,7 +446,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
         model = SegmenterConfig(in_channels=images.shape[1], base_channels=base_channels,
                                 depth=depth).build()
     losses = train_segmenter(
-        model.to(torch_device), images, labels,
+        model.to(device), images, labels,
         SegmenterTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                              replay_fraction=replay_fraction),
         replay=replay,
@@ -493,17 +480,16 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 @_friendly
 def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
             tile_ids: tuple[str, ...], window: int, overlap: int, weak_layer: str,
-            probabilities: bool, threads: int | None, device: str) -> None:
+            probabilities: bool, threads: int | None, device: torch.device) -> None:
     """Predict whole tiles to paletted COG GeoTIFFs (memory bounded by the window)."""
     from landprior.landcover.enviroatlas import EnviroAtlas
     from landprior.landcover.predict import predict_tile
     from landprior.landcover.segmenter import load_segmenter
 
     _threads(threads)
-    torch_device = _device(device)
     ds = EnviroAtlas(root)
     model, meta = load_segmenter(model_path)
-    model = model.to(torch_device)
+    model = model.to(device)
     tiles = ds.tiles(city, split)
     if tile_ids:
         known = {t.tile_id for t in tiles}

@@ -6,12 +6,16 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
 
+from landprior.commands import device_option
 from landprior.commands.diffusion import resume_options
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -362,8 +366,7 @@ def render_dataset(
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads.")
-@click.option("--device", default="cpu", show_default=True,
-              help="torch device: cpu, cuda, cuda:N or auto (CUDA when present).")
+@device_option("cpu")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA.")
 @click.option("--no-two-opt", is_flag=True, help="Greedy extraction only (no 2-opt).")
 @_kernel_option
@@ -385,7 +388,7 @@ def solve(
     samples: int,
     seed: int,
     threads: int | None,
-    device: str,
+    device: torch.device,
     no_ema: bool,
     no_two_opt: bool,
     kernel: str,
@@ -400,7 +403,6 @@ def solve(
     """
     import torch
 
-    from landprior.devices import resolve_device
     from landprior.tasks.tsp.data import gap_pct, tour_lengths, write_instances
     from landprior.tasks.tsp.diffuse import (
         DiffusionSolverConfig,
@@ -413,10 +415,6 @@ def solve(
     if threads is not None:
         torch.set_num_threads(threads)
     warm_up()  # one-off imports stay out of seconds_per_instance
-    try:
-        device = str(resolve_device(device))
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
     try:
         prior = load_prior(checkpoint, use_ema=not no_ema, device=device)
     except TSPPriorError as exc:
