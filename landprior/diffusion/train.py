@@ -371,10 +371,6 @@ def load_denoiser(
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _pick_device(name: str | None) -> torch.device:
-    return resolve_device(name)
-
-
 def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
     state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
     if device.type == "cuda":
@@ -489,7 +485,7 @@ def train(
         raise ValueError(
             f"the network is class-conditional ({unet_config.num_classes} classes); give labels"
         )
-    device = _pick_device(config.device)
+    device = resolve_device(config.device)
     schedule = config.make_schedule()
     T = schedule.num_timesteps
     if unet_config.learn_sigma:

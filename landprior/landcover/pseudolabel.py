@@ -16,7 +16,7 @@ from typing import Literal, get_args
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landprior.diffusion.denoiser import Denoiser
@@ -139,10 +139,9 @@ def pseudolabel_chips(
     t_schedule = paper_schedule(
         config.t_schedule, steps=config.steps, num_timesteps=schedule.num_timesteps
     )
-    if device is None:
-        params = getattr(denoiser, "parameters", None)
-        first = next(iter(params()), None) if callable(params) else None
-        device = first.device if first is not None else torch.device("cpu")
+    if device is None:  # the denoiser's device; a plain function runs on the CPU
+        first = next(denoiser.parameters(), None) if isinstance(denoiser, nn.Module) else None
+        device = first.device if first is not None else "cpu"
     device = torch.device(device)
     n = weak.shape[0]
     starts = list(range(0, n, config.batch_size))

@@ -195,7 +195,7 @@ def train_segmenter(
         if n_replay:
             ridx = torch.randint(0, r_images.shape[0], (n_replay,), generator=g)
             x, y = torch.cat([x, r_images[ridx]]), torch.cat([y, r_labels[ridx]])
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        x, y = x.to(device), y.to(device)
         if config.augment:
             x, y = _augment(x, y, g)
         logits = model(x)
