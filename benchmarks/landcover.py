@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landprior.diffusion.denoiser import Denoiser, EpsDenoiser, as_batch_t, freeze
+from landprior.diffusion.nn import redraw_zero_init
 from landprior.diffusion.schedule import NoiseSchedule
 from landprior.diffusion.unet import UNetConfig
 from landprior.engine.pnp import PnPStep
@@ -75,11 +76,7 @@ def randomised_unet(preset: str = "landcover-cpu", seed: int = 0) -> tuple[nn.Mo
     cfg = UNetConfig.preset(preset)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        net = cfg.build()
-        for module in net.modules():
-            if isinstance(module, nn.Conv1d | nn.Conv2d | nn.Linear):
-                if not module.weight.detach().any():
-                    module.reset_parameters()
+        net = redraw_zero_init(cfg.build())
     return net, sum(p.numel() for p in net.parameters())
 
 

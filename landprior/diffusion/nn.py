@@ -43,6 +43,16 @@ def zero_init(module: nn.Module) -> nn.Module:
     return module
 
 
+def redraw_zero_init(module: nn.Module) -> nn.Module:
+    """Re-draw (torch's default init) every conv / linear layer that :func:`zero_init` left
+    at zero: an untrained network whose output and gradients depend on its input, as a
+    trained one's do (benchmarks and device-parity tests of untrained nets)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Conv1d | nn.Conv2d | nn.Linear) and not layer.weight.detach().any():
+            layer.reset_parameters()
+    return module
+
+
 def timestep_embedding(timesteps: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding of (possibly fractional) timesteps.
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from landprior.diffusion.denoiser import EpsDenoiser
-from landprior.diffusion.nn import count_parameters, timestep_embedding
+from landprior.diffusion.nn import count_parameters, redraw_zero_init, timestep_embedding
 from landprior.diffusion.unet import (
     PRESETS,
     AttentionBlock,
@@ -156,6 +156,20 @@ def test_input_gradient_matches_finite_differences() -> None:
             d = torch.randn(x.shape, dtype=torch.float64, generator=g)
             numeric = (f(x + h * d) - f(x - h * d)) / (2 * h)
             torch.testing.assert_close((grad * d).sum(), numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_redraw_zero_init_gives_an_input_dependent_output_and_keeps_other_layers() -> None:
+    torch.manual_seed(0)
+    model = SMALL.build()
+    x, t = torch.randn(2, 3, 16, 16), torch.tensor([3, 700])
+    assert not model(x, t).any()  # zero-initialised output conv
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    redraw_zero_init(model)
+    out = model(x, t)
+    assert out.abs().min() > 0 and not torch.allclose(out[0], out[1])
+    after = model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(not before[k].any() for k in changed)  # only zero layers moved
 
 
 def test_timestep_embedding_cos_then_sin() -> None:
