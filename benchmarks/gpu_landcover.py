@@ -36,10 +36,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import platform
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -51,28 +50,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 DESERT = "synthdesert_az-2010"
 SOURCE = "synthsource_pa-2010"
-CITIES_DEMO = ("synthgreen_nc-2012", "synthdry_tx-2012", DESERT)
+# prepare writes, run reads
+INPUTS = ("demo_prior.pt", "desert_chips32.npz", "source_patches64.npz", "desert_chips64.npz")
 
 
 # ---------------------------------------------------------------------------------- prepare
-def _landprior(*args: str) -> None:
-    exe = Path(sys.executable).with_name("landprior")
-    subprocess.run([str(exe), *args], check=True)
-
-
-def _save_chip_arrays(npz: Path, out: Path) -> None:
-    """Keep what pseudo-labelling and the segmenter need, compressed (float16 inputs)."""
-    with np.load(npz) as d:
-        arrays = {
-            "weak": d["weak"].astype(np.float16),
-            "clusters": d["clusters"].astype(np.float16),
-            "image": d["image"].astype(np.float16),
-            "truth": d["truth"],
-        }
-    np.savez_compressed(out, **arrays)
+def _chip_arrays(weak: np.ndarray, clusters: np.ndarray, image: np.ndarray,
+                 truth: np.ndarray) -> dict[str, np.ndarray]:
+    """What pseudo-labelling and the segmenter need, float16 inputs (compressed on save)."""
+    return {"weak": weak.astype(np.float16), "clusters": clusters.astype(np.float16),
+            "image": image.astype(np.float16), "truth": truth}  # fmt: skip
 
 
 def prepare(args: argparse.Namespace) -> None:
+    from landprior.landcover.chips import ChipSet, sample_city_chips
+    from landprior.landcover.clustering import local_colour_clustering
     from landprior.landcover.enviroatlas import EnviroAtlas
     from landprior.landcover.prior import source_label_patches
 
@@ -83,22 +75,31 @@ def prepare(args: argparse.Namespace) -> None:
     for path in (prior, clusters):
         if not path.is_file():
             raise SystemExit(f"{path} not found: run `make demo` first")
-    out.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(prior, out / "demo_prior.pt")
-    _save_chip_arrays(clusters, out / "desert_chips32.npz")
-    ds = EnviroAtlas(args.data)
-    train = source_label_patches(ds, SOURCE, args.train_patches, size=256, factor=4, seed=0)
-    held = source_label_patches(ds, SOURCE, 256, splits=("test",), size=256, factor=4, seed=1)
-    np.savez_compressed(out / "source_patches64.npz", train=train, heldout=held)
-    with tempfile.TemporaryDirectory() as tmp:
-        chips, clustered = Path(tmp) / "chips.npz", Path(tmp) / "clustered.npz"
-        _landprior("landcover", "chips", "--data", str(args.data), "--city", DESERT,
-                   "--split", "test", "--n", str(args.paper_chips), "--size", "256",
-                   "--factor", "4", "--seed", "0", "--out", str(chips))  # fmt: skip
-        _landprior("landcover", "cluster", "--chips", str(chips), "--out", str(clustered),
-                   "--k", "5", "--radius", "7", "--iterations", "30", "--warmup-iterations",
-                   "5", "--warmup-radius", "15")  # fmt: skip
-        _save_chip_arrays(clustered, out / "desert_chips64.npz")
+    if out.exists():
+        raise SystemExit(f"{out} exists: remove it or pick another --out")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copyfile(prior, tmp / INPUTS[0])
+        demo = ChipSet.load(clusters)
+        np.savez_compressed(tmp / INPUTS[1], **_chip_arrays(
+            demo.weak, demo.clusters, demo.image, demo.truth))  # fmt: skip
+        ds = EnviroAtlas(args.data)
+        train = source_label_patches(ds, SOURCE, args.train_patches, size=256, factor=4, seed=0)
+        held = source_label_patches(ds, SOURCE, 256, splits=("test",), size=256, factor=4,
+                                    seed=1)  # fmt: skip
+        np.savez_compressed(tmp / INPUTS[2], train=train, heldout=held)
+        # the demo's chip and clustering settings, at the paper's 256 m chips
+        cs = sample_city_chips(ds, DESERT, "test", args.paper_chips, size=256, factor=4, seed=0)
+        z = local_colour_clustering(
+            torch.from_numpy(cs.image), n_components=5, radius=7, iterations=30,
+            warmup_iterations=5, warmup_radius=15, generator=torch.Generator().manual_seed(0),
+        )
+        np.savez_compressed(tmp / INPUTS[3], **_chip_arrays(
+            cs.weak, z.numpy(), cs.image, cs.truth))  # fmt: skip
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     sizes = {p.name: p.stat().st_size for p in sorted(out.iterdir())}
     print(json.dumps({"prepared": str(out), "bytes": sizes}, indent=2))
 
@@ -233,6 +234,9 @@ def run(args: argparse.Namespace) -> None:
 
     device = resolve_device(args.device)
     inputs: Path = args.inputs
+    missing = [name for name in INPUTS if not (inputs / name).is_file()]
+    if missing:
+        raise SystemExit(f"{inputs} lacks {missing}: write it with `gpu_landcover.py prepare`")
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
@@ -244,17 +248,17 @@ def run(args: argparse.Namespace) -> None:
     def save() -> None:  # after every section: a run cut short keeps what it measured
         (out_dir / "gpu_landcover.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    demo_prior = inputs / "demo_prior.pt"
+    demo_prior = inputs / INPUTS[0]
     quick = args.quick
     steps = 4 if quick else 200
-    chips32 = _chips(inputs / "desert_chips32.npz")
+    chips32 = _chips(inputs / INPUTS[1])
     if quick:
         chips32 = {k: v[:8] for k, v in chips32.items()}
     report["pseudolabel_demo"] = [_pseudolabel(demo_prior, chips32, b, device, steps)
                                   for b in (len(chips32["weak"]), 32)]  # fmt: skip
     save()
 
-    patches = np.load(inputs / "source_patches64.npz")
+    patches = np.load(inputs / INPUTS[2])
     work = Path(args.work or tempfile.mkdtemp(prefix="paper-prior-"))
     section = _train_paper_prior(patches["train"], work, args.train_seconds, device, quick)
     ckpt = Path(section.pop("checkpoint"))
@@ -265,7 +269,7 @@ def run(args: argparse.Namespace) -> None:
     report["prior_paper_scale"] = section
     save()
 
-    chips64 = _chips(inputs / "desert_chips64.npz")
+    chips64 = _chips(inputs / INPUTS[3])
     if quick:
         chips64 = {k: v[:4] for k, v in chips64.items()}
     report["pseudolabel_paper"] = {
