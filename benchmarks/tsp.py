@@ -26,6 +26,9 @@ Sections:
                `tsp-cpu` U-Net (random weights): the figures are speed only and its tours
                mean nothing. With --checkpoint (a trained prior) it also reports length, gap
                to the reference tours and the 2-opt-alone baseline on the same instances.
+  samples      best-of-K on ONE instance (``solve_instances`` with ``samples=K``, the K runs
+               batched) against the same K seeds solved one call after another (what
+               ``--samples`` did before): seconds and speed-up; the K tours are checked equal.
 """
 
 from __future__ import annotations
@@ -55,7 +58,14 @@ from landprior.tasks.tsp.data import (
     read_instances,
     tour_lengths,
 )
-from landprior.tasks.tsp.diffuse import DiffusionSolverConfig, load_prior, solve, warm_up
+from landprior.tasks.tsp.diffuse import (
+    DiffusionSolverConfig,
+    load_prior,
+    sample_seeds,
+    solve,
+    solve_instances,
+    warm_up,
+)
 from landprior.tasks.tsp.extract import (
     BASELINE_METHODS,
     baseline_tours,
@@ -334,6 +344,40 @@ def bench_diffusion(
     return out
 
 
+def bench_samples(n: int, samples: int, steps: int, checkpoint: Path | None) -> dict[str, Any]:
+    """Best-of-K on one instance: the K runs batched vs one call per seed."""
+    if checkpoint is None:
+        denoiser, schedule, note = _untrained_prior()
+    else:
+        prior = load_prior(checkpoint)
+        denoiser, schedule = prior.denoiser, prior.schedule
+        note = f"trained prior {checkpoint} (step {prior.meta['step']}, {prior.meta['weights']})"
+    warm_up()
+    points = kool_test_set(n, 1)
+    config = DiffusionSolverConfig(steps=steps, batch_size=samples, samples=samples)
+    start = time.perf_counter()
+    batched = solve_instances(denoiser, schedule, list(points), config=config, seed=0)
+    batched_s = time.perf_counter() - start
+    one = DiffusionSolverConfig(steps=steps, batch_size=1)
+    start = time.perf_counter()
+    lengths = [
+        solve(denoiser, schedule, points, config=one, seed=s).lengths[0]
+        for s in sample_seeds(0, samples)
+    ]
+    sequential_s = time.perf_counter() - start
+    return {
+        "n": n,
+        "samples": samples,
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+        "prior": note,
+        "batched_seconds": round(batched_s, 3),
+        "one_call_per_sample_seconds": round(sequential_s, 3),
+        "speedup": round(sequential_s / batched_s, 2),
+        "same_best_length": bool(np.isclose(min(lengths), batched.lengths[0])),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small counts (CI smoke run)")
@@ -356,7 +400,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["two_opt", "baselines", "tsplib", "reference", "render", "diffusion"],
+        choices=["two_opt", "baselines", "tsplib", "reference", "render", "diffusion",
+                 "samples"],
         action="append",
         help="run only these sections (repeatable)",
     )
@@ -372,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
     cache = None if args.no_cache else default_cache_dir()
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     wanted = set(args.only or ["two_opt", "baselines", "tsplib", "reference", "render",
-                               "diffusion"])  # fmt: skip
+                               "diffusion", "samples"])  # fmt: skip
     sections = {
         "two_opt": lambda: bench_two_opt(100, args.two_opt_batch, args.python_instances,
                                          args.naive_instances, torch.get_num_threads()),
@@ -385,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
                             args.checkpoint, cache)
             for n in ((50,) if args.quick else (50, 100))
         ],
+        "samples": lambda: bench_samples(50, 4 if args.quick else 16, 10 if args.quick else 50,
+                                         args.checkpoint),
     }  # fmt: skip
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     result: dict[str, Any] = {

@@ -362,7 +362,8 @@ def render_dataset(
     default=1,
     show_default=True,
     help="Diffusion runs per instance (different seeds); the shortest tour is kept. "
-    "1 is the paper's setting; K costs K times the time.",
+    "1 is the paper's setting; the K runs are batched with the instances (--batch-size "
+    "rows per denoiser call), so K costs K times the network work.",
 )
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads.")

@@ -71,6 +71,7 @@ __all__ = [
     "export_prior",
     "instance_seed",
     "load_prior",
+    "sample_seeds",
     "solve",
     "solve_instances",
     "warm_up",
@@ -300,11 +301,16 @@ def instance_seed(seed: int, *keys: int) -> int:
     return int(state.generate_state(1, np.uint64)[0]) & _SEED_MASK
 
 
-def _start_logits(ids: Sequence[int], n: int, seed: int) -> Tensor:
-    """L ~ N(0, 1) of shape (len(ids), n, n), row b drawn from ``(seed, ids[b])`` alone."""
+def sample_seeds(seed: int, samples: int) -> list[int]:
+    """The seeds of best-of-K solving: ``seed`` itself, then K - 1 derived from it."""
+    return [seed] + [instance_seed(seed, k, _SAMPLE_STREAM) for k in range(1, samples)]
+
+
+def _start_logits(ids: Sequence[int], n: int, seeds: Sequence[int]) -> Tensor:
+    """L ~ N(0, 1) of shape (len(ids), n, n), row b drawn from ``(seeds[b], ids[b])`` alone."""
     rows = [
-        torch.randn(n, n, generator=torch.Generator().manual_seed(instance_seed(seed, k)))
-        for k in ids
+        torch.randn(n, n, generator=torch.Generator().manual_seed(instance_seed(s, k)))
+        for s, k in zip(seeds, ids, strict=True)
     ]
     return torch.stack(rows)
 
@@ -341,7 +347,7 @@ def solve(
     points: np.ndarray,
     *,
     config: DiffusionSolverConfig | None = None,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
     ids: Sequence[int] | None = None,
     spec: RasterSpec | None = None,
     device: torch.device | str | None = None,
@@ -356,9 +362,11 @@ def solve(
         schedule: the prior's noise schedule.
         points: (B, n, 2) cities in [0, 1]^2 (or (n, 2) for one instance).
         config: solver settings (default: the paper's 256 steps).
-        seed: non-negative seed; with ``ids`` it fixes every random draw.
+        seed: non-negative seed, or one per instance (B,); with ``ids`` it fixes every
+            random draw.
         ids: (B,) non-negative instance ids (default ``0 .. B-1``); instance k starts from
-            L and the noise drawn from ``(seed, ids[k])``.
+            L and the noise drawn from ``(seed[k], ids[k])`` alone, so the same pair gives
+            the same run in any batch (best-of-K batches an instance's K seeds together).
         spec: image geometry (must match what the prior was trained on; default 64 px).
         device: where L, the rasters and the denoiser's inputs live (default: CPU).
         callback: called with a :class:`ChunkStep` after every engine step.
@@ -375,7 +383,10 @@ def solve(
     ids = list(range(b)) if ids is None else [int(k) for k in ids]
     if len(ids) != b:
         raise ValueError(f"ids has {len(ids)} entries for {b} instances")
-    if seed < 0 or any(k < 0 for k in ids):
+    seeds = [int(seed)] * b if isinstance(seed, int | np.integer) else [int(x) for x in seed]
+    if len(seeds) != b:
+        raise ValueError(f"seed has {len(seeds)} entries for {b} instances")
+    if any(x < 0 for x in seeds) or any(k < 0 for k in ids):
         raise ValueError("seed and ids must be non-negative")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     t_sched = config.t_schedule(schedule.num_timesteps)
@@ -392,16 +403,20 @@ def solve(
     with bar:
         for lo in range(0, b, config.batch_size):
             hi = min(lo + config.batch_size, b)
-            chunk_ids = ids[lo:hi]
+            chunk_ids, chunk_seeds = ids[lo:hi], seeds[lo:hi]
             start = time.perf_counter()
             rasters = edge_rasters(pts[lo:hi], spec).to(dev)
             seconds["rasters"] += time.perf_counter() - start
 
             start = time.perf_counter()
-            logits = _start_logits(chunk_ids, n, seed).to(dev)
+            logits = _start_logits(chunk_ids, n, chunk_seeds).to(dev)
             noise_gen = RowGenerators(
-                [instance_seed(seed, k, _NOISE_STREAM) for k in chunk_ids],
-                shared_seed=instance_seed(seed, 0, _NOISE_STREAM),
+                [
+                    instance_seed(s, k, _NOISE_STREAM)
+                    for s, k in zip(chunk_seeds, chunk_ids, strict=True)
+                ],
+                # batch-wide draws (none with the fixed "tsp" t schedule)
+                shared_seed=instance_seed(min(chunk_seeds), 0, _NOISE_STREAM),
             )
 
             def decode(latent: Tensor, r: Any = rasters) -> Tensor:
@@ -485,7 +500,9 @@ def solve_instances(
     instance gets the same start logits whatever else is in the list before it. With
     ``config.samples`` K > 1 every instance is solved K times (seeds ``seed`` and K - 1
     derived from it) and keeps its shortest tour; ``greedy_lengths`` and ``moves`` are
-    those of the kept sample, ``seconds`` the sum over all samples.
+    those of the kept sample, ``seconds`` the sum over all samples. The K samples are
+    batched with the instances (``config.batch_size`` rows per denoiser call), so one
+    instance with K samples costs one K-row batch, not K one-row runs.
     """
     config = config or DiffusionSolverConfig()
     if not len(instances):
@@ -502,23 +519,26 @@ def solve_instances(
     greedy_lengths = np.empty(count)
     moves = np.zeros(count, dtype=np.int64)
     seconds = {"rasters": 0.0, "inference": 0.0, "extraction": 0.0, "total": 0.0}
-    lengths[:] = np.inf
-    seeds = [seed] + [instance_seed(seed, s, _SAMPLE_STREAM) for s in range(1, config.samples)]
+    seeds = sample_seeds(seed, config.samples)
+    k_samples = len(seeds)
     for n, idx in sorted(groups.items()):
         rows = np.asarray(idx)
         points = np.stack([np.asarray(instances[k], np.float64) for k in idx])
-        for sample_seed in seeds:
-            result = solve(
-                denoiser, schedule, points, config=config, seed=sample_seed, ids=idx,
-                spec=spec, device=device, callback=callback, progress=progress,
-            )  # fmt: skip
-            better = result.lengths < lengths[rows]  # ties keep the earlier sample
-            lengths[rows[better]] = result.lengths[better]
-            greedy_lengths[rows[better]] = result.greedy_lengths[better]
-            moves[rows[better]] = result.moves[better]
-            for row in np.flatnonzero(better):
-                tours[rows[row]] = result.tours[row]
-            for key, value in result.seconds.items():
-                seconds[key] += value
-        logger.debug("group N=%d: %d instances x %d samples", n, len(idx), len(seeds))
+        # all K samples of the group in one call, sample-major: row s * B + b is instance b
+        # under seed s, batched like any other rows (each row's draws depend on its pair)
+        result = solve(
+            denoiser, schedule, np.tile(points, (k_samples, 1, 1)), config=config,
+            seed=np.repeat(seeds, len(idx)).tolist(), ids=idx * k_samples, spec=spec,
+            device=device, callback=callback, progress=progress,
+        )  # fmt: skip
+        best = result.lengths.reshape(k_samples, -1).argmin(axis=0)  # ties: earlier sample
+        kept = best * len(idx) + np.arange(len(idx))
+        lengths[rows] = result.lengths[kept]
+        greedy_lengths[rows] = result.greedy_lengths[kept]
+        moves[rows] = result.moves[kept]
+        for row, r in zip(rows.tolist(), kept.tolist(), strict=True):
+            tours[row] = result.tours[r]
+        for key, value in result.seconds.items():
+            seconds[key] += value
+        logger.debug("group N=%d: %d instances x %d samples", n, len(idx), k_samples)
     return SolvedInstances(tours, lengths, greedy_lengths, moves, config.steps, seconds, groups)

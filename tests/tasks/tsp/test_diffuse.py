@@ -29,6 +29,7 @@ from landprior.tasks.tsp.diffuse import (
     check_prior_config,
     instance_seed,
     load_prior,
+    sample_seeds,
     solve,
     solve_instances,
 )
@@ -150,6 +151,21 @@ def test_batch_size_does_not_change_an_instance(prior, points) -> None:
     assert not np.allclose(moved.adjacency, runs[0].adjacency, atol=1e-3)
 
 
+def test_per_row_seeds_match_one_seed_per_call(prior, points) -> None:
+    """seed=[s_0, s_1, ...] draws row k from (s_k, ids[k]) as a call with seed s_k would."""
+    rows = solve(*prior, points[[0, 0, 1]], config=_config(), seed=[5, 6, 6], ids=[0, 0, 1],
+                 keep_adjacency=True)  # fmt: skip
+    five = solve(*prior, points[:1], config=_config(), seed=5, keep_adjacency=True)
+    six = solve(*prior, points[:2], config=_config(), seed=6, keep_adjacency=True)
+    np.testing.assert_allclose(rows.adjacency[0], five.adjacency[0], atol=1e-4)
+    np.testing.assert_allclose(rows.adjacency[1:], six.adjacency, atol=1e-4)
+    assert not np.allclose(rows.adjacency[0], rows.adjacency[1], atol=1e-3)
+    with pytest.raises(ValueError, match="seed has 2 entries for 3 instances"):
+        solve(*prior, points[:3], config=_config(), seed=[1, 2])
+    with pytest.raises(ValueError, match="non-negative"):
+        solve(*prior, points[:2], config=_config(), seed=[1, -2])
+
+
 def test_two_opt_never_lengthens_the_greedy_tour(prior, points) -> None:
     full = solve(*prior, points, config=_config(), seed=4, keep_adjacency=True)
     greedy = solve(*prior, points, config=_config(two_opt=False), seed=4)
@@ -178,8 +194,8 @@ def test_best_of_k_samples_keeps_the_shortest_tour(prior, points) -> None:
     one = solve_instances(*prior, list(points), config=_config(), seed=5)
     three = solve_instances(*prior, list(points), config=_config(samples=3), seed=5)
     others = [
-        solve_instances(*prior, list(points), config=_config(), seed=instance_seed(5, s, 2))
-        for s in (1, 2)
+        solve_instances(*prior, list(points), config=_config(), seed=s)
+        for s in sample_seeds(5, 3)[1:]
     ]
     best = np.minimum.reduce([one.lengths] + [o.lengths for o in others])
     np.testing.assert_allclose(three.lengths, best)
