@@ -289,6 +289,15 @@ def _untrained_prior() -> tuple[Any, NoiseSchedule, str]:
     return freeze(EpsDenoiser(net)), NoiseSchedule.from_name("linear", 1000), note
 
 
+def _prior(checkpoint: Path | None) -> tuple[Any, NoiseSchedule, str]:
+    """The trained prior at ``checkpoint``, or the untrained net when it is None."""
+    if checkpoint is None:
+        return _untrained_prior()
+    prior = load_prior(checkpoint)
+    note = f"trained prior {checkpoint} (step {prior.meta['step']}, {prior.meta['weights']})"
+    return prior.denoiser, prior.schedule, note
+
+
 def bench_diffusion(
     n: int,
     count: int,
@@ -298,12 +307,7 @@ def bench_diffusion(
     cache: Path | None,
 ) -> dict[str, Any]:
     """Whole diffusion solves of the first ``count`` Kool et al. instances of size ``n``."""
-    if checkpoint is None:
-        denoiser, schedule, note = _untrained_prior()
-    else:
-        prior = load_prior(checkpoint)
-        denoiser, schedule = prior.denoiser, prior.schedule
-        note = f"trained prior {checkpoint} (step {prior.meta['step']}, {prior.meta['weights']})"
+    denoiser, schedule, note = _prior(checkpoint)
     warm_up()
     points = kool_test_set(n, count)
     out: dict[str, Any] = {
@@ -346,12 +350,7 @@ def bench_diffusion(
 
 def bench_samples(n: int, samples: int, steps: int, checkpoint: Path | None) -> dict[str, Any]:
     """Best-of-K on one instance: the K runs batched vs one call per seed."""
-    if checkpoint is None:
-        denoiser, schedule, note = _untrained_prior()
-    else:
-        prior = load_prior(checkpoint)
-        denoiser, schedule = prior.denoiser, prior.schedule
-        note = f"trained prior {checkpoint} (step {prior.meta['step']}, {prior.meta['weights']})"
+    denoiser, schedule, note = _prior(checkpoint)
     warm_up()
     points = kool_test_set(n, 1)
     config = DiffusionSolverConfig(steps=steps, batch_size=samples, samples=samples)
