@@ -475,13 +475,25 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--probabilities", is_flag=True, help="Also write {tile}_probabilities.tif.")
+@click.option("--upsample", type=click.Choice(["guided", "bilinear"]), default="guided",
+              show_default=True,
+              help="From the model's coarse grid to the imagery's: guided by the image "
+              "(joint bilateral upsampling; maps follow its edges) or plain bilinear.")
+@click.option("--guide-sigma", type=click.FloatRange(min=0, min_open=True), default=0.05,
+              show_default=True, help="Range sigma of --upsample guided, in [0, 1] band units.")
 @_threads_option
 @_device_option
 @_friendly
 def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
             tile_ids: tuple[str, ...], window: int, overlap: int, weak_layer: str,
-            probabilities: bool, threads: int | None, device: torch.device) -> None:
-    """Predict whole tiles to paletted COG GeoTIFFs (memory bounded by the window)."""
+            probabilities: bool, upsample: str, guide_sigma: float, threads: int | None,
+            device: torch.device) -> None:
+    """Predict whole tiles to paletted COG GeoTIFFs (memory bounded by the window).
+
+    The model runs at its training resolution (the checkpoint's pooling, x1/4 in the
+    pipeline); its probabilities are brought back to the imagery's grid guided by the
+    image itself (--upsample guided), so class edges follow the 1 m imagery.
+    """
     from landprior.landcover.enviroatlas import EnviroAtlas
     from landprior.landcover.predict import predict_tile
     from landprior.landcover.segmenter import load_segmenter
@@ -504,6 +516,7 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
             window=window, overlap=overlap, weak_layer=weak_layer,
             probabilities_path=(out_dir / f"{tile.tile_id}_probabilities.tif")
             if probabilities else None,
+            upsample=upsample, sigma_range=guide_sigma,  # type: ignore[arg-type]
         )
     click.echo(f"predicted {len(tiles)} tiles of {city}/{split} -> {out_dir}")
 

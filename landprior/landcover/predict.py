@@ -18,9 +18,12 @@ from rasterio.windows import Window
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
 from landprior.landcover.geotiff import open_class_map_writer, open_probability_writer
 from landprior.landcover.segmenter import SegmentationUNet, iter_strip_predictions
+from landprior.landcover.upsample import DEFAULT_SIGMA_RANGE, UpsampleMode
 from landprior.landcover.weak_source import weak_reader
 
 log = logging.getLogger(__name__)
+NAIP_BANDS = 4
+"""The image bands that lead every model input (R, G, B, NIR); they guide the upsampling."""
 
 
 def tile_reader(
@@ -54,6 +57,8 @@ def predict_tile(
     batch_size: int = 16,
     weak_layer: str = "prior",
     probabilities_path: str | Path | None = None,
+    upsample: UpsampleMode = "guided",
+    sigma_range: float = DEFAULT_SIGMA_RANGE,
 ) -> Path:
     """Predict one tile; write the class map (and optionally uint8 probabilities) atomically."""
     profile = dataset.profile(tile, "naip")
@@ -65,7 +70,8 @@ def predict_tile(
     }
     strips = iter_strip_predictions(
         model, read, height, width, window=window, overlap=overlap,
-        downsample=downsample, batch_size=batch_size,
+        downsample=downsample, batch_size=batch_size, upsample=upsample,
+        guide_bands=NAIP_BANDS, sigma_range=sigma_range,
     )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

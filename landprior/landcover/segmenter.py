@@ -6,7 +6,8 @@
   on the source city, fine-tuning or training from scratch on pseudo-labels).
 * :func:`iter_strip_predictions`: sliding-window prediction of a whole tile with overlap
   blending, emitted strip by strip, so memory is bounded by a strip of windows, not the
-  tile. Runs at a coarser model resolution (``downsample``) and upsamples probabilities.
+  tile. Runs at a coarser model resolution (``downsample``) and upsamples probabilities
+  guided by the full-resolution imagery (:mod:`landprior.landcover.upsample`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,12 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
+from landprior.landcover.upsample import (
+    DEFAULT_SIGMA_RANGE,
+    UPSAMPLE_MODES,
+    UpsampleMode,
+    upsample_probabilities,
+)
 
 log = logging.getLogger(__name__)
 
@@ -277,17 +284,29 @@ def iter_strip_predictions(
     overlap: int = 16,
     downsample: int = 1,
     batch_size: int = 16,
+    upsample: UpsampleMode = "guided",
+    guide_bands: int = 4,
+    sigma_range: float = DEFAULT_SIGMA_RANGE,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Predict a (height, width) raster window by window; yield finished strips.
 
     ``read_window(row, col, h, w)`` returns the model input (C, h, w) float32 in [0, 1]
     at the full (e.g. 1 m) resolution. The model runs on ``window`` x ``window`` pixels at
     ``1 / downsample`` of that resolution (inputs average-pooled); probabilities are
-    upsampled bilinearly, blended with linear ramps over the overlap, and yielded as
+    upsampled (``upsample``: "guided" = joint bilateral upsampling guided by the first
+    ``guide_bands`` input bands, the imagery - :mod:`landprior.landcover.upsample`; or
+    "bilinear"), blended with linear ramps over the overlap, and yielded as
     ``(row0, probs)`` with probs (K, rows, width) float32, in row order. Peak memory is
     about two strips of ``window * downsample`` rows. The model runs on the device of its
     parameters; blending and the strips stay on the CPU.
     """
+    if upsample not in UPSAMPLE_MODES:
+        raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_MODES}")
+    if not 1 <= guide_bands <= model.config.in_channels:
+        raise ValueError(
+            f"guide_bands must be in 1..{model.config.in_channels} (the model's input "
+            f"channels), got {guide_bands}"
+        )
     full = window * downsample
     ov = overlap * downsample
     if height < full or width < full:
@@ -310,15 +329,17 @@ def iter_strip_predictions(
         patches = np.stack([read_window(r, c, full, full) for c in cols]).astype(np.float32)
         if not np.isfinite(patches).all():
             raise ValueError(f"input imagery has NaN or inf in rows {r}..{r + full}")
-        x = torch.from_numpy(patches).to(device)
-        if downsample > 1:
-            x = F.avg_pool2d(x, downsample)
+        x_full = torch.from_numpy(patches).to(device)
+        x = F.avg_pool2d(x_full, downsample) if downsample > 1 else x_full
         probs = []
         for j in range(0, x.shape[0], batch_size):
             p = torch.softmax(model(x[j : j + batch_size]), dim=1)
-            if downsample > 1:
-                p = F.interpolate(p, scale_factor=downsample, mode="bilinear", align_corners=False)
-            probs.append(p)
+            probs.append(
+                upsample_probabilities(
+                    p, x_full[j : j + batch_size, :guide_bands], downsample, upsample,
+                    sigma_range=sigma_range,
+                )
+            )  # fmt: skip
         probs_np = torch.cat(probs).cpu().numpy()
         off = r - base
         for c, p in zip(cols, probs_np, strict=True):
@@ -340,6 +361,7 @@ def predict_array(
     overlap: int = 16,
     downsample: int = 1,
     batch_size: int = 16,
+    upsample: UpsampleMode = "guided",
 ) -> np.ndarray:
     """Probabilities (K, H, W) for an in-memory image (C, H, W) in [0, 1]."""
     if image.ndim != 3:
@@ -355,6 +377,7 @@ def predict_array(
         overlap=overlap,
         downsample=downsample,
         batch_size=batch_size,
+        upsample=upsample,
     ):
         out[:, row0 : row0 + strip.shape[1]] = strip
     return out

@@ -31,6 +31,7 @@ rule predict:
         "landprior landcover predict --data {params.data} --city {wildcards.city} --split {params.split}"
         " --tile {wildcards.tile} --model {input.model} --out-dir {params.out_dir}"
         " --window {params.s[window]} --overlap {params.s[overlap]} --weak-layer {params.weak}"
+        " --upsample {params.s[upsample]}"
         " --threads {threads} --device {params.device} > {log} 2>&1"
 
 

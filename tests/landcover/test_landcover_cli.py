@@ -134,6 +134,14 @@ def test_segmenters_predictions_and_scores(
         assert src.read(1).max() < 5
     with rasterio.open(pipeline["preds"] / f"{tile.tile_id}_probabilities.tif") as src:
         assert src.count == 5
+        guided = src.read()
+    bilinear_dir = pipeline["preds"].parent / "preds_bilinear"
+    _ok("landcover", "predict", "--data", pipeline["root"], "--city", TARGET_CITY, "--model",
+        pipeline["model"], "--out-dir", bilinear_dir, "--window", "16", "--overlap", "4",
+        "--tile", tile.tile_id, "--probabilities", "--upsample", "bilinear")
+    with rasterio.open(bilinear_dir / f"{tile.tile_id}_probabilities.tif") as src:
+        bilinear = src.read()
+    assert guided.shape == bilinear.shape and not np.array_equal(guided, bilinear)
     ours = json.loads(pipeline["scores"].read_text())
     weak = json.loads(pipeline["weak_scores"].read_text())
     for scores, method in ((ours, "ours"), (weak, "weak")):
@@ -157,6 +165,9 @@ def test_one_line_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
     _fails("landcover", "predict", "--data", root, "--city", TARGET_CITY, "--model",
            pipeline["model"], "--out-dir", tmp_path / "p", "--tile", "9999999_xx",
            match="unknown tiles ['9999999_xx'] in synthgreen_nc-2012/test")
+    _fails("landcover", "predict", "--data", root, "--city", TARGET_CITY, "--model",
+           pipeline["model"], "--out-dir", tmp_path / "p", "--guide-sigma", "0",
+           match="--guide-sigma")
     _fails("landcover", "pseudolabel", "--prior", pipeline["prior"] / "checkpoint.pt",
            "--chips", pipeline["chips"], "--out", tmp_path / "x.npz", "--no-progress",
            match="has no clusters; run `landcover cluster`")
