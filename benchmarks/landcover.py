@@ -21,7 +21,8 @@ Sections:
                optimiser, bookkeeping). constraint_share_pct = constraint / step (target < 20).
   segmenter    megapixels per second of landcover.segmenter.predict_array on a 1024 x 1024
                4-band image with the default SegmenterConfig (random weights): window 32 at
-               downsample 4 and window 64 at downsample 1, overlap window / 4.
+               downsample 4 (probabilities upsampled guided by the image, and bilinearly)
+               and window 64 at downsample 1, overlap window / 4.
 
 Times are process CPU seconds (robust to other processes on a shared machine; with one
 torch thread they equal the compute time) with wall-clock seconds next to them.
@@ -203,7 +204,9 @@ def pseudolabel_speed(den: Denoiser, schedule: NoiseSchedule, batch: int, size: 
     }
 
 
-def segmenter_speed(size: int, window: int, downsample: int, batch: int) -> dict[str, Any]:
+def segmenter_speed(
+    size: int, window: int, downsample: int, batch: int, upsample: str = "guided"
+) -> dict[str, Any]:
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = SegmenterConfig().build().eval()
@@ -211,16 +214,19 @@ def segmenter_speed(size: int, window: int, downsample: int, batch: int) -> dict
     image = rng.random((4, size, size), dtype=np.float32)
     overlap = window // 4
     warm = image[:, : window * downsample, : window * downsample]
-    predict_array(model, warm, window=window, overlap=overlap, downsample=downsample)
+    predict_array(model, warm, window=window, overlap=overlap, downsample=downsample,
+                  upsample=upsample)  # type: ignore[arg-type]
     with Clock() as clock:
         probs = predict_array(model, image, window=window, overlap=overlap,
-                              downsample=downsample, batch_size=batch)
+                              downsample=downsample, batch_size=batch,
+                              upsample=upsample)  # type: ignore[arg-type]
     assert probs.shape == (5, size, size)
     mp = size * size / 1e6
     return {
         "image": [4, size, size],
         "window": window,
         "downsample": downsample,
+        "upsample": upsample if downsample > 1 else None,
         "overlap": overlap,
         "batch_size": batch,
         "seconds_cpu": round(clock.cpu, 3),
@@ -267,7 +273,8 @@ def main() -> None:
     }
     if not args.skip_segmenter:
         report["segmenter"] = [
-            segmenter_speed(args.seg_size, w, d, args.seg_batch) for w, d in ((32, 4), (64, 1))
+            segmenter_speed(args.seg_size, w, d, args.seg_batch, up)
+            for w, d, up in ((32, 4, "guided"), (32, 4, "bilinear"), (64, 1, "guided"))
         ]
     report["machine"]["load_avg_1min_at_end"] = round(os.getloadavg()[0], 2)
     print(json.dumps(report, indent=1))
