@@ -105,7 +105,8 @@ def run_city(city: str, cfg: dict[str, Any], results: Path, work: Path) -> dict[
               "--tile", tile.tile_id, "--model", str(w / "finetuned.pt"),
               "--out-dir", str(w / "predictions"), "--window", str(s["window"]),
               "--overlap", str(s["overlap"]), "--weak-layer", str(w / "weak"),
-              "--threads", "1"], w / f"predict_{tile.tile_id}.log")
+              "--upsample", str(s["upsample"]), "--threads", "1"],
+             w / f"predict_{tile.tile_id}.log")
     _run(["landcover", "evaluate", "--data", data, "--city", city, "--split", split,
           "--method", "ours fine-tuned, leaky weak labels", "--predictions",
           str(w / "predictions"), "--mapping", cfg["mapping"], "--out",
