@@ -70,32 +70,29 @@ def guided_upsample(
     if factor == 1:
         return probs
     guide = guide.to(probs.dtype)
-    cells = F.avg_pool2d(guide, factor)  # the model's own pooled input, (B, C, h, w)
+    b, k, h, w = probs.shape
+    f = factor
+    # (B, C, h, f, w, f): pixel (i * f + a, j * f + c) of cell (i, j) at [..., i, a, j, c];
+    # coarse tensors broadcast over the two sub-cell axes instead of being repeated
+    pixels = guide.reshape(b, -1, h, f, w, f)
+    cells = F.avg_pool2d(guide, f)  # the model's own pooled input, (B, C, h, w)
     pad_p = F.pad(probs, (1, 1, 1, 1), mode="replicate")
     pad_g = F.pad(cells, (1, 1, 1, 1), mode="replicate")
-    h, w = probs.shape[-2:]
-    # each pixel's offset from its own cell's centre, in cell units: (factor,)
-    pos = (torch.arange(factor, dtype=probs.dtype, device=probs.device) + 0.5) / factor - 0.5
-
-    def up(t: Tensor) -> Tensor:
-        return t.repeat_interleave(factor, -2).repeat_interleave(factor, -1)
-
-    logits, sources = [], []
-    for dy in (-1, 0, 1):
-        for dx in (-1, 0, 1):
-            cell_p = pad_p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-            cell_g = pad_g[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-            d_range = (guide - up(cell_g)).square().sum(1)  # (B, H, W)
-            d_space = (pos - dy).square().repeat(h)[:, None] + (pos - dx).square().repeat(w)
-            logits.append(-d_range / (2 * sigma_range**2) - d_space / (2 * sigma_space**2))
-            sources.append(cell_p)
-    weights = torch.softmax(torch.stack(logits, 1), dim=1)  # (B, 9, H, W)
-    out = torch.zeros(
-        (*probs.shape[:2], *guide.shape[-2:]), dtype=probs.dtype, device=probs.device
-    )
-    for j, cell_p in enumerate(sources):
-        out += weights[:, j : j + 1] * up(cell_p)
-    return out
+    # each pixel's offset from its own cell's centre, in cell units: (f,)
+    pos = (torch.arange(f, dtype=probs.dtype, device=probs.device) + 0.5) / f - 0.5
+    offsets = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    logits = []
+    for dy, dx in offsets:
+        cell_g = pad_g[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        d_range = (pixels - cell_g[:, :, :, None, :, None]).square().sum(1)  # (B, h, f, w, f)
+        d_space = (pos - dy).square()[:, None, None] + (pos - dx).square()  # (f, 1, f)
+        logits.append(-d_range / (2 * sigma_range**2) - d_space / (2 * sigma_space**2))
+    weights = torch.softmax(torch.stack(logits, 1), dim=1)  # (B, 9, h, f, w, f)
+    out = probs.new_zeros((b, k, h, f, w, f))
+    for j, (dy, dx) in enumerate(offsets):
+        cell_p = pad_p[..., 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        out += weights[:, j : j + 1] * cell_p[:, :, :, None, :, None]
+    return out.reshape(b, k, h * f, w * f)
 
 
 def upsample_probabilities(
