@@ -453,6 +453,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
         progress=not no_progress,
     )
     meta = {"inputs": inputs, "downsample": factors.pop(), "target": target,
+            "chip_size": int(images.shape[-1]),  # model px; predict's default --window
             "chips": [str(p) for p in chips_paths], "init": str(init_path) if init_path else None,
             "replay_chips": [str(p) for p in replay_paths],
             "replay_fraction": replay_fraction if replay_paths else 0.0,
@@ -469,8 +470,10 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for {tile}_landcover.tif class maps.")
 @click.option("--tile", "tile_ids", multiple=True, help="Only these tile ids (repeatable).")
-@click.option("--window", type=click.IntRange(min=8), default=32, show_default=True,
-              help="Prediction window in model pixels.")
+@click.option("--window", type=click.IntRange(min=8), default=None,
+              help="Prediction window in model pixels [default: the size of the chips the "
+              "model was trained on, else 32]. The U-Net's GroupNorm normalises over the "
+              "window, so other sizes change the maps (warned).")
 @click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True)
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
@@ -485,7 +488,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 @_device_option
 @_friendly
 def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
-            tile_ids: tuple[str, ...], window: int, overlap: int, weak_layer: str,
+            tile_ids: tuple[str, ...], window: int | None, overlap: int, weak_layer: str,
             probabilities: bool, upsample: str, guide_sigma: float, threads: int | None,
             device: torch.device) -> None:
     """Predict whole tiles to paletted COG GeoTIFFs (memory bounded by the window).
@@ -502,6 +505,15 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
     ds = EnviroAtlas(root)
     model, meta = load_segmenter(model_path)
     model = model.to(device)
+    trained = meta.get("chip_size")
+    if window is None:
+        window = int(trained) if trained else 32
+    elif trained and window != trained:
+        click.echo(
+            f"Warning: --window {window} differs from the {trained}-pixel chips {model_path} "
+            "was trained on; its GroupNorm normalises over the window, so the maps change "
+            "with it (README: up to 8 points on the demo).", err=True,
+        )  # fmt: skip
     tiles = ds.tiles(city, split)
     if tile_ids:
         known = {t.tile_id for t in tiles}

@@ -136,12 +136,17 @@ def test_segmenters_predictions_and_scores(
         assert src.count == 5
         guided = src.read()
     bilinear_dir = pipeline["preds"].parent / "preds_bilinear"
-    _ok("landcover", "predict", "--data", pipeline["root"], "--city", TARGET_CITY, "--model",
-        pipeline["model"], "--out-dir", bilinear_dir, "--window", "16", "--overlap", "4",
-        "--tile", tile.tile_id, "--probabilities", "--upsample", "bilinear")
+    predict_one = ("landcover", "predict", "--data", pipeline["root"], "--city", TARGET_CITY,
+                   "--model", pipeline["model"], "--tile", tile.tile_id)
+    _ok(*predict_one, "--out-dir", bilinear_dir, "--window", "16", "--overlap", "4",
+        "--probabilities", "--upsample", "bilinear")
     with rasterio.open(bilinear_dir / f"{tile.tile_id}_probabilities.tif") as src:
         bilinear = src.read()
     assert guided.shape == bilinear.shape and not np.array_equal(guided, bilinear)
+    assert meta["chip_size"] == 16  # 64 px chips at x1/4: predict's default window
+    assert "Warning" not in _ok(*predict_one, "--out-dir", bilinear_dir).stderr
+    warned = _ok(*predict_one, "--out-dir", bilinear_dir, "--window", "8", "--overlap", "2")
+    assert "--window 8 differs from the 16-pixel chips" in warned.stderr
     ours = json.loads(pipeline["scores"].read_text())
     weak = json.loads(pipeline["weak_scores"].read_text())
     for scores, method in ((ours, "ours"), (weak, "weak")):
