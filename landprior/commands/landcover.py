@@ -390,6 +390,11 @@ def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
               show_default=True)
 @click.option("--base-channels", type=click.IntRange(min=4), default=32, show_default=True)
 @click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--norm", type=click.Choice(["group", "batch"]), default="group",
+              show_default=True,
+              help="Normalisation of a new U-Net: group (statistics of each window, so maps "
+              "depend on the prediction window) or batch (running statistics: they do not). "
+              "With --init the checkpoint's is kept.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--replay-chips", "replay_paths", multiple=True, type=_FILE,
               help="Labelled chip set(s) (the source city's, truth labels) mixed into every "
@@ -402,7 +407,7 @@ def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
 @_friendly
 def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                         init_path: Path | None, out: Path, steps: int, batch_size: int,
-                        lr: float, base_channels: int, depth: int, seed: int,
+                        lr: float, base_channels: int, depth: int, norm: str, seed: int,
                         replay_paths: tuple[Path, ...], replay_fraction: float,
                         threads: int | None, device: torch.device, no_progress: bool) -> None:
     """Train (or fine-tune) the U-Net p(labels | image) on chip sets."""
@@ -444,7 +449,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
             )
     else:
         model = SegmenterConfig(in_channels=images.shape[1], base_channels=base_channels,
-                                depth=depth).build()
+                                depth=depth, norm=norm).build()
     losses = train_segmenter(
         model.to(device), images, labels,
         SegmenterTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,

@@ -36,28 +36,47 @@ from landprior.landcover.upsample import (
 log = logging.getLogger(__name__)
 
 
-def _block(c_in: int, c_out: int, dropout: float) -> nn.Sequential:
-    groups = min(8, c_out)
+NORMS: tuple[str, ...] = ("group", "batch")
+
+
+def _norm(kind: str, channels: int) -> nn.Module:
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    return nn.GroupNorm(min(8, channels), channels)
+
+
+def _block(c_in: int, c_out: int, dropout: float, norm: str) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, 3, padding=1),
-        nn.GroupNorm(groups, c_out),
+        _norm(norm, c_out),
         nn.SiLU(),
         nn.Dropout2d(dropout) if dropout > 0 else nn.Identity(),
         nn.Conv2d(c_out, c_out, 3, padding=1),
-        nn.GroupNorm(groups, c_out),
+        _norm(norm, c_out),
         nn.SiLU(),
     )
 
 
 @dataclass(frozen=True)
 class SegmenterConfig:
-    """Architecture of :class:`SegmentationUNet` (saved with every checkpoint)."""
+    """Architecture of :class:`SegmentationUNet` (saved with every checkpoint).
+
+    ``norm``: "group" (GroupNorm, 8 groups: statistics of the window the net sees, so its
+    predictions depend on the prediction window) or "batch" (BatchNorm: running statistics
+    of the training batches at inference, so a pixel's prediction depends only on its
+    receptive field, not on the window).
+    """
 
     in_channels: int = 4
     num_classes: int = NUM_CLASSES
     base_channels: int = 32
     depth: int = 3
     dropout: float = 0.0
+    norm: str = "group"
+
+    def __post_init__(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"unknown segmenter norm {self.norm!r}; expected one of {NORMS}")
 
     def build(self) -> SegmentationUNet:
         return SegmentationUNet(self)
@@ -78,12 +97,12 @@ class SegmentationUNet(nn.Module):
         self.down = nn.ModuleList()
         c_in = config.in_channels
         for c in chans[:-1]:
-            self.down.append(_block(c_in, c, config.dropout))
+            self.down.append(_block(c_in, c, config.dropout, config.norm))
             c_in = c
-        self.bottom = _block(chans[-2], chans[-1], config.dropout)
+        self.bottom = _block(chans[-2], chans[-1], config.dropout, config.norm)
         self.up = nn.ModuleList()
         for c_hi, c in zip(reversed(chans[1:]), reversed(chans[:-1]), strict=True):
-            self.up.append(_block(c_hi + c, c, config.dropout))
+            self.up.append(_block(c_hi + c, c, config.dropout, config.norm))
         self.head = nn.Conv2d(chans[0], config.num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:

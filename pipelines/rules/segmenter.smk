@@ -27,7 +27,7 @@ rule segmenter_source:
         " --inputs {wildcards.inputs} --out {output} --steps {params.s[pretrain_steps]}"
         " --batch-size {params.s[batch_size]} --lr {params.s[lr]}"
         " --base-channels {params.s[base_channels]} --depth {params.s[depth]}"
-        " --seed {params.seed} --threads {threads} --device {params.device}"
+        " --norm {params.s[norm]} --seed {params.seed} --threads {threads} --device {params.device}"
         " --no-progress > {log} 2>&1"
 
 
@@ -89,5 +89,6 @@ rule segmenter_scratch:
         "landprior landcover train-segmenter --chips {input} --target pseudo --inputs image"
         " --out {output} --steps {params.s[scratch_steps]} --batch-size {params.s[batch_size]}"
         " --lr {params.s[lr]} --base-channels {params.s[base_channels]}"
-        " --depth {params.s[depth]} --seed {params.seed} --threads {threads} --device {params.device}"
+        " --depth {params.s[depth]} --norm {params.s[norm]} --seed {params.seed}"
+        " --threads {threads} --device {params.device}"
         " --no-progress > {log} 2>&1"
