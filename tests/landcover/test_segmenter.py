@@ -124,3 +124,24 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         load_segmenter(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError):
         load_segmenter(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("norm", ["group", "batch"])
+def test_batch_norm_makes_a_pixel_independent_of_far_away_pixels(norm: str) -> None:
+    """With BatchNorm (eval) a pixel depends only on its receptive field; GroupNorm normalises
+    over the whole input window, so changing pixels far away moves it too."""
+    images, labels = _toy_chips(n=16, size=16)
+    model = SegmenterConfig(base_channels=8, depth=2, norm=norm).build()
+    train_segmenter(model, images, labels, SegmenterTrainConfig(steps=5, batch_size=8))
+    g = torch.Generator().manual_seed(1)
+    near = torch.rand(1, 4, 96, 96, generator=g)
+    far = near.clone()
+    far[..., 64:, 64:] = torch.rand(1, 4, 32, 32, generator=g)  # > receptive field from (0, 0)
+    with torch.no_grad():
+        a, b = model(near)[..., :8, :8], model(far)[..., :8, :8]
+    if norm == "batch":
+        torch.testing.assert_close(a, b)
+    else:
+        assert not torch.allclose(a, b, atol=1e-4)
+    with pytest.raises(ValueError, match="unknown segmenter norm 'layer'"):
+        SegmenterConfig(norm="layer")
