@@ -477,8 +477,8 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 @click.option("--tile", "tile_ids", multiple=True, help="Only these tile ids (repeatable).")
 @click.option("--window", type=click.IntRange(min=8), default=None,
               help="Prediction window in model pixels [default: the size of the chips the "
-              "model was trained on, else 32]. The U-Net's GroupNorm normalises over the "
-              "window, so other sizes change the maps (warned).")
+              "model was trained on, else 32]. A GroupNorm U-Net (train-segmenter --norm "
+              "group) normalises over the window, so other sizes change its maps (warned).")
 @click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True)
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
@@ -513,7 +513,7 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
     trained = meta.get("chip_size")
     if window is None:
         window = int(trained) if trained else 32
-    elif trained and window != trained:
+    elif trained and window != trained and model.config.norm == "group":
         click.echo(
             f"Warning: --window {window} differs from the {trained}-pixel chips {model_path} "
             "was trained on; its GroupNorm normalises over the window, so the maps change "
