@@ -147,6 +147,15 @@ def test_segmenters_predictions_and_scores(
     assert "Warning" not in _ok(*predict_one, "--out-dir", bilinear_dir).stderr
     warned = _ok(*predict_one, "--out-dir", bilinear_dir, "--window", "8", "--overlap", "2")
     assert "--window 8 differs from the 16-pixel chips" in warned.stderr
+    batch_model = pipeline["model"].parent / "batchnorm.pt"
+    _ok("landcover", "train-segmenter", "--chips", pipeline["pseudo"], "--target", "pseudo",
+        "--norm", "batch", "--base-channels", "4", "--out", batch_model, "--steps", "2",
+        "--batch-size", "2", "--no-progress")
+    assert load_segmenter(batch_model)[0].config.norm == "batch"
+    quiet = _ok("landcover", "predict", "--data", pipeline["root"], "--city", TARGET_CITY,
+                "--model", batch_model, "--tile", tile.tile_id, "--out-dir", bilinear_dir,
+                "--window", "8", "--overlap", "2")
+    assert "Warning" not in quiet.stderr  # BatchNorm maps do not depend on the window
     ours = json.loads(pipeline["scores"].read_text())
     weak = json.loads(pipeline["weak_scores"].read_text())
     for scores, method in ((ours, "ours"), (weak, "weak")):
