@@ -82,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     torch.set_num_threads(args.threads)
+    if not (args.results / "segmenter").is_dir() or not (args.results / "pseudolabels").is_dir():
+        raise SystemExit(f"{args.results}: no segmenter/ or pseudolabels/ (run `make demo` "
+                         "with segmenter.norm: batch first)")
     cfg = yaml.safe_load(args.config.read_text())
     root = Path(cfg["dataset"]["root"])
     ds = EnviroAtlas(root if root.is_absolute() else args.results.parent / root)
