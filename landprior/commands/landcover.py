@@ -443,6 +443,12 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
     torch.manual_seed(seed)
     if init_path is not None:
         model, meta = load_segmenter(init_path)
+        norm_source = click.get_current_context().get_parameter_source("norm")
+        if norm_source is click.core.ParameterSource.COMMANDLINE and norm != model.config.norm:
+            raise click.ClickException(
+                f"{init_path} uses norm {model.config.norm!r}; --norm {norm} cannot change it "
+                "when fine-tuning (drop --norm)"
+            )
         if meta.get("inputs", "image") != inputs:
             raise click.ClickException(
                 f"{init_path} takes inputs {meta.get('inputs')!r}, not {inputs!r}"

@@ -193,6 +193,10 @@ def test_one_line_errors(pipeline: dict[str, Path], tmp_path: Path) -> None:
     _fails("landcover", "train-segmenter", "--chips", pipeline["source_chips"], "--target",
            "truth", "--replay-fraction", "0.3", "--out", tmp_path / "m.pt", "--steps", "1",
            "--no-progress", match="--replay-fraction needs --replay-chips")
+    _fails("landcover", "train-segmenter", "--chips", pipeline["pseudo"], "--target", "pseudo",
+           "--init", pipeline["source_model"], "--norm", "batch", "--out", tmp_path / "m.pt",
+           "--steps", "1", "--no-progress", match="uses norm 'group'; --norm batch cannot")
+    assert not (tmp_path / "m.pt").exists()
     _fails("landcover", "chips", "--data", root, "--city", "atlantis", "--out", tmp_path / "c.npz",
            match="unknown city 'atlantis'")
     _fails("landcover", "chips", "--data", root, "--city", TARGET_CITY, "--size", "30",

@@ -150,6 +150,18 @@ def test_dry_run(tmp_path: Path, name: str) -> None:
     assert not list(tmp_path.glob("results*/**/*.tif")), "a dry run wrote outputs"
 
 
+def test_configs_from_before_the_upsample_and_norm_keys_still_run(tmp_path: Path) -> None:
+    """``segmenter.upsample`` and ``norm`` are optional: the schema fills in guided / group."""
+    from snakemake.utils import validate
+
+    config = tiny_config()
+    del config["segmenter"]["upsample"], config["segmenter"]["norm"]
+    validate(config, str(REPO / "pipelines" / "schemas" / "config.schema.yaml"))
+    assert (config["segmenter"]["upsample"], config["segmenter"]["norm"]) == ("guided", "group")
+    result = snakemake("-n", f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+
+
 @pytest.mark.parametrize(
     ("changes", "messages"),
     [
@@ -161,8 +173,10 @@ def test_dry_run(tmp_path: Path, name: str) -> None:
         ({"weak_labels.mode": "magic"}, ["'magic' is not one of ['layer', 'compute']"]),
         ({"chip_sise": 64}, ["Additional properties are not allowed", "'chip_sise'"]),
         ({"device": "gpu"}, ["'gpu' does not match", "['device']"]),
+        ({"segmenter.upsample": "cubic"}, ["'cubic' is not one of ['guided', 'bilinear']"]),
+        ({"segmenter.norm": "layer"}, ["'layer' is not one of ['group', 'batch']"]),
     ],
-    ids=["steps-0", "chip_size-str", "mode-enum", "typo", "device"],
+    ids=["steps-0", "chip_size-str", "mode-enum", "typo", "device", "upsample", "norm"],
 )
 def test_bad_config_fails_early_with_the_schema_message(
     tmp_path: Path, changes: dict[str, Any], messages: Sequence[str]
