@@ -202,12 +202,12 @@ def sample_cmd(
     threads: int | None,
 ) -> None:
     """Draw samples from a trained prior (DDPM or DDIM) and save them as an image grid."""
-    import numpy as np
     import torch
 
     from landprior.diffusion.images import save_grid
     from landprior.diffusion.sample import ddim_sample, ddpm_sample
     from landprior.diffusion.train import load_denoiser
+    from landprior.fileio import save_npy_atomic
 
     if threads is not None:
         torch.set_num_threads(threads)
@@ -237,8 +237,7 @@ def sample_cmd(
     x = x.clamp(-1, 1).cpu()
     save_grid(x, out_path, nrow=nrow, scale=scale)
     if npy_path is not None:
-        npy_path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(npy_path, x.numpy())
+        save_npy_atomic(x.numpy(), npy_path)
     click.echo(
         f"{n} samples ({sampler}, step {meta['step']}, {meta['weights']} weights) -> {out_path}"
     )

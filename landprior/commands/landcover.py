@@ -108,9 +108,8 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
                 mapping: str, seed: int, samples_png: Path | None, threads: int | None,
                 device: torch.device, no_progress: bool) -> None:
     """Train the label DDPM prior on one-hot label patches of the source city."""
-    import numpy as np
-
     from landprior.diffusion.train import TrainConfig
+    from landprior.fileio import save_npy_atomic
     from landprior.landcover.enviroatlas import EnviroAtlas
     from landprior.landcover.prior import (
         sample_label_grid,
@@ -124,7 +123,7 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
         EnviroAtlas(root), city, patches, size=patch_size, factor=factor,
         mapping=mapping, seed=seed,  # type: ignore[arg-type]
     )
-    np.save(out / "patches.npy", labels)
+    save_npy_atomic(labels, out / "patches.npy")
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate,
                          seed=seed, hflip=True, vflip=True,
                          checkpoint_every=max(steps // 5, 1), device=str(device))

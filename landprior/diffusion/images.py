@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landprior.fileio import atomic_output
+
 __all__ = ["DEFAULT_PALETTE", "make_grid", "save_grid", "to_rgb"]
 
 # Distinct colours for class maps (tab10-like), RGB in [0, 1].
@@ -113,6 +115,6 @@ def save_grid(
     if scale > 1:
         grid = grid.repeat(scale, axis=0).repeat(scale, axis=1)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mpimg.imsave(path, grid)
+    with atomic_output(path) as tmp:
+        mpimg.imsave(tmp, grid, format=path.suffix.lstrip(".") or "png")
     return path

@@ -119,9 +119,11 @@ class RowGenerators:
 
     @property
     def device(self) -> torch.device:
+        """Device of the generators' draws."""
         return self.shared.device
 
     def randn(self, shape: Sequence[int], dtype: torch.dtype | None = None) -> Tensor:
+        """Standard normal draws, row ``i`` (first axis) from generator ``i``."""
         shape = tuple(int(s) for s in shape)
         if not shape or shape[0] != len(self.generators):
             raise ValueError(

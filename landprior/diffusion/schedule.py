@@ -106,6 +106,7 @@ class NoiseSchedule:
     # ------------------------------------------------------------------ basic facts
     @property
     def num_timesteps(self) -> int:
+        """Number of diffusion steps T."""
         return int(self.betas.size)
 
     def check_t(self, t: Tensor | int) -> Tensor:

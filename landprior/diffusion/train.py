@@ -39,6 +39,7 @@ from landprior.devices import resolve_device
 from landprior.diffusion.denoiser import EpsDenoiser, freeze
 from landprior.diffusion.schedule import SCHEDULE_NAMES, NoiseSchedule
 from landprior.diffusion.unet import UNetConfig, UNetModel
+from landprior.fileio import torch_load_checked
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +105,12 @@ class TrainConfig:
             )
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (stored in checkpoints)."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys raise a ``ValueError`` naming them."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -117,6 +120,7 @@ class TrainConfig:
         return cls(**dict(data))
 
     def make_schedule(self) -> NoiseSchedule:
+        """The noise schedule named by ``schedule`` with ``num_timesteps`` steps."""
         return NoiseSchedule.from_name(self.schedule, self.num_timesteps)
 
 
@@ -257,9 +261,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
         path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = torch_load_checked(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(

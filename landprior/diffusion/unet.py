@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landprior.diffusion.nn import count_parameters, group_norm, timestep_embedding, zero_init
+from landprior.fileio import torch_load_checked
 
 log = logging.getLogger(__name__)
 
@@ -466,6 +467,7 @@ class UNetConfig:
 
     @property
     def heads_upsample(self) -> int:
+        """Attention heads of the decoder (``num_heads`` unless set separately)."""
         return self.num_heads if self.num_heads_upsample == -1 else self.num_heads_upsample
 
     @property
@@ -893,9 +895,7 @@ def load_guided_diffusion_checkpoint(
     if isinstance(config, str):
         config = UNetConfig.preset(config)
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    raw = torch.load(path, map_location="cpu", weights_only=True)
+    raw = torch_load_checked(path, "checkpoint")
     state = _unwrap_state_dict(raw)
     model = config.build(device="meta")
     problems = check_state_dict(model, state)

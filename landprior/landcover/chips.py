@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -131,7 +132,7 @@ class ChipSet:
         try:
             with np.load(path, allow_pickle=False) as data:
                 values = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
             raise ValueError(f"cannot read chip set {path}: {err}") from err
         kwargs: dict[str, object] = {}
         for f in fields(cls):

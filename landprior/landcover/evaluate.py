@@ -13,7 +13,6 @@ import io
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from landprior.fileio import write_text_atomic
 from landprior.landcover.classes import CLASS_NAMES, MappingName
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
 from landprior.landcover.metrics import ConfusionAccumulator
@@ -130,21 +130,6 @@ def write_csv_atomic(rows: Sequence[Mapping], path: str | os.PathLike[str],
     writer.writeheader()
     writer.writerows(rows)
     write_text_atomic(buf.getvalue(), path)
-    return path
-
-
-def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
-    """Write text through a temp file in the same folder and rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -71,7 +71,9 @@ class ConfusionAccumulator:
         self.matrix = np.zeros((self.n_classes, self.n_classes), dtype=np.int64)
 
     def update(self, pred: np.ndarray, truth: np.ndarray) -> None:
+        """Add the confusion counts of one (pred, truth) pair of class maps."""
         self.matrix += confusion_matrix(pred, truth, self.n_classes, self.ignore_index)
 
     def scores(self) -> dict:
+        """Accuracy, per-class and mean IoU of everything added so far."""
         return scores_from_confusion(self.matrix, CLASS_NAMES[: self.n_classes])

@@ -10,6 +10,7 @@ trained.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +29,7 @@ NAIP_BANDS = 4
 
 def tile_reader(
     dataset: EnviroAtlas, tile: Tile, inputs: str, weak_layer: str = "prior"
-):  # -> Callable[[int, int, int, int], np.ndarray]
+) -> Callable[[int, int, int, int], np.ndarray]:
     """``read(row, col, h, w)`` -> (4 or 9, h, w) float32 in [0, 1] for one tile."""
     if inputs not in ("image", "image+weak"):
         raise ValueError(f"unknown segmenter inputs {inputs!r}; expected 'image' or 'image+weak'")

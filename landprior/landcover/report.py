@@ -20,7 +20,7 @@ import rasterio
 from rasterio.windows import Window
 
 from landprior.landcover.chips import ChipSet
-from landprior.landcover.classes import CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX
+from landprior.landcover.classes import CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, remap
 from landprior.landcover.evaluate import read_metrics_csv, table1_markdown, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -223,10 +223,25 @@ def tile_figure_for(
     if not tiles:
         raise ValueError(f"city {city!r} has no {split!r} tiles under {root}")
     tile = tiles[min(tile_index, len(tiles) - 1)]
-    image = ds.read(tile, "naip").astype(np.float32) / 255
-    truth = ds.read_labels(tile, mapping)  # type: ignore[arg-type]
-    maps = {}
-    for name, folder in predictions.items():
-        with rasterio.open(Path(folder) / f"{tile.tile_id}_landcover.tif") as src:
-            maps[name] = src.read(1)
+    ds.grid(tile, ["naip", "lc"])  # headers and a shared grid, checked before drawing
+    image = _read_for_figure(tile.paths[ds.layout.layer("naip").name]).astype(np.float32) / 255
+    raw_labels = _read_for_figure(tile.paths[ds.layout.layer("lc").name])[0]
+    truth = remap(raw_labels, mapping)  # type: ignore[arg-type]
+    maps = {
+        name: _read_for_figure(Path(folder) / f"{tile.tile_id}_landcover.tif")[0]
+        for name, folder in predictions.items()
+    }
     return tile_figure(image, truth, maps, out_png, title=f"{city} / {tile.tile_id}")
+
+
+FIGURE_MAX_SIDE = 1024
+"""Tiles are read decimated to at most this many pixels a side for figures (a 1 m
+quarter-quad is ~7000 px; the panels are a few inches wide)."""
+
+
+def _read_for_figure(path: str | os.PathLike[str], max_side: int = FIGURE_MAX_SIDE) -> np.ndarray:
+    """All bands of ``path`` as (bands, h, w), decimated (nearest) to ``max_side`` at most."""
+    with rasterio.open(path) as src:
+        step = max(1, -(-max(src.height, src.width) // max_side))
+        shape = (src.count, max(1, src.height // step), max(1, src.width // step))
+        return src.read(out_shape=shape)

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from landprior.fileio import torch_load_checked
 from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
 from landprior.landcover.upsample import (
     DEFAULT_SIGMA_RANGE,
@@ -79,6 +80,7 @@ class SegmenterConfig:
             raise ValueError(f"unknown segmenter norm {self.norm!r}; expected one of {NORMS}")
 
     def build(self) -> SegmentationUNet:
+        """A freshly initialised network of this configuration."""
         return SegmentationUNet(self)
 
 
@@ -263,10 +265,8 @@ def save_segmenter(path: str | Path, model: SegmentationUNet, meta: dict | None 
 def load_segmenter(path: str | Path) -> tuple[SegmentationUNet, dict]:
     """Load a checkpoint written by :func:`save_segmenter` in eval mode."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"segmenter checkpoint not found: {path}")
+    payload = torch_load_checked(path, "segmenter checkpoint")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
         model = SegmenterConfig(**payload["config"]).build()
         model.load_state_dict(payload["state_dict"])
     except Exception as err:  # report which file is broken

@@ -48,6 +48,8 @@ N_NLCD = len(NLCD_CODES)
 WATER = CLASS_NAMES.index("water")
 IMPERVIOUS = CLASS_NAMES.index("impervious")
 _BORDER_MODE = "mirror"
+COUNT_BLOCK_ROWS = 1024
+"""Rows of a tile read at once when counting co-occurrences (memory is one block)."""
 
 Fallback = Literal["nlcd", "uniform", "marginal"]
 FALLBACKS: tuple[str, ...] = ("nlcd", "uniform", "marginal")
@@ -422,7 +424,7 @@ def _same_grid(ref: Any, other: Any, name: str) -> None:
         raise ValueError(f"{name} raster has shape {other.shape}; expected {ref.shape} (NLCD grid)")
     try:
         ref_crs, other_crs = ref.rio.crs, other.rio.crs
-    except Exception:  # no rioxarray metadata: nothing to compare
+    except AttributeError:  # plain arrays (no rioxarray accessor): nothing to compare
         return
     if ref_crs is not None and other_crs is not None and ref_crs != other_crs:
         raise ValueError(f"{name} raster CRS {other_crs} != NLCD CRS {ref_crs}")
@@ -437,7 +439,7 @@ def _nodata_of(da_: Any) -> Any:
         nd = da_.rio.nodata
         if nd is None:
             nd = da_.rio.encoded_nodata
-    except Exception:
+    except AttributeError:  # no rioxarray accessor: fall back to the attributes
         nd = da_.attrs.get("_FillValue", da_.attrs.get("nodata"))
     return nd
 
@@ -627,8 +629,8 @@ def weak_label_raster(
             result = result.rio.write_transform(nlcd.rio.transform())
         if not as_uint8:
             result = result.rio.write_nodata(np.nan, encoded=False)
-    except Exception as err:  # pragma: no cover - rioxarray missing
-        log.debug("could not write georeferencing: %s", err)
+    except AttributeError as err:  # pragma: no cover - plain xarray without rioxarray
+        log.warning("weak labels carry no georeferencing (rioxarray unavailable): %s", err)
     return result
 
 
@@ -664,16 +666,23 @@ def load_cooccurrence(path: str | os.PathLike[str]) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"co-occurrence file {path} does not exist")
+    expected = "a .npy array or JSON with 'matrix' (data weak-labels --save-cooccurrence)"
     try:
         if path.suffix == ".npy":
-            cooc = np.load(path)
+            cooc = np.load(path, allow_pickle=False)
         else:
             doc = json.loads(path.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError(f"{path}: not a co-occurrence file (expected {expected})")
             if list(doc.get("nlcd_codes", NLCD_CODES)) != list(NLCD_CODES):
                 raise ValueError(f"{path}: field 'nlcd_codes' differs from {list(NLCD_CODES)}")
             cooc = np.asarray(doc["matrix"], dtype=np.float64)
-    except (KeyError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not a co-occurrence file (expected JSON with 'matrix')") from err
+    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a co-occurrence file (expected {expected})") from err
+    except (OSError, ValueError) as err:
+        if str(path) in str(err):
+            raise
+        raise ValueError(f"{path}: cannot read ({err}); expected {expected}") from err
     try:
         return _check_cooccurrence(cooc)
     except ValueError as err:
@@ -691,9 +700,11 @@ def source_cooccurrence(
 ) -> np.ndarray:
     """``P(class | NLCD)`` from the SOURCE city's tiles of an EnviroAtlas-layout root.
 
-    Reads the ``nlcd`` and high-res label layers tile by tile (counts accumulate, so memory
-    is one tile). Never pass a target city here: that is the original's label leak.
+    Reads the ``nlcd`` and high-res label layers in blocks of rows (counts accumulate, so
+    memory is one block). Never pass a target city here: that is the original's label leak.
     """
+    from rasterio.windows import Window
+
     from landprior.landcover.enviroatlas import EnviroAtlas
 
     dataset = EnviroAtlas(root)
@@ -702,9 +713,12 @@ def source_cooccurrence(
         raise ValueError(f"{root}: city {city!r} has no {split!r} tiles")
     counts = np.zeros((N_NLCD, NUM_CLASSES))
     for tile in tiles:
-        nlcd = dataset.read(tile, "nlcd")[0]
-        labels = dataset.read_labels(tile, mapping)
-        counts += cooccurrence_counts(nlcd, labels, what=f"tile {tile.key}")
+        grid = dataset.grid(tile, ["nlcd", "lc"])  # both layers on one grid, or a named error
+        for row in range(0, grid.height, COUNT_BLOCK_ROWS):
+            window = Window(0, row, grid.width, min(COUNT_BLOCK_ROWS, grid.height - row))
+            nlcd = dataset.read(tile, "nlcd", window)[0]
+            labels = dataset.read_labels(tile, mapping, window)  # type: ignore[arg-type]
+            counts += cooccurrence_counts(nlcd, labels, what=f"tile {tile.key}")
     log.info("co-occurrence of %s/%s from %d tiles", city, split, len(tiles))
     return cooccurrence_from_counts(counts, smoothing=smoothing, fallback=fallback)
 

@@ -212,6 +212,13 @@ def test_cli_train_and_sample(tmp_path) -> None:
                                       "1", "--out", str(tmp_path / "g.png"), "--device", "gpu0"])
     assert bad_device.exit_code != 0 and "unknown device 'gpu0'" in bad_device.output
     assert not (tmp_path / "g.png").exists()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes((out / CHECKPOINT_NAME).read_bytes()[:1000])  # a copy cut short
+    cut = runner.invoke(main, ["diffusion", "sample", "--checkpoint", str(broken), "--n", "1",
+                               "--out", str(tmp_path / "c.png")])
+    assert cut.exit_code == 1 and "cannot read checkpoint" in cut.output, cut.output
+    assert "broken.pt" in cut.output and "Traceback" not in cut.output
+    assert not (tmp_path / "c.png").exists()
 
     slim = tmp_path / "slim.pt"
     result = runner.invoke(main, ["diffusion", "export", "--checkpoint", str(out),

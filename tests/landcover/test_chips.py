@@ -110,6 +110,11 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
     broken.write_bytes(b"this is not a zip")
     with pytest.raises(ValueError, match=r"broken\.npz"):
         ChipSet.load(broken)
+    whole = _chipset().save(tmp_path / "whole.npz")
+    truncated = tmp_path / "truncated.npz"
+    truncated.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # a crashed copy
+    with pytest.raises(ValueError, match=r"cannot read chip set .*truncated\.npz"):
+        ChipSet.load(truncated)
     cs = _chipset(with_optional=False)
     partial = tmp_path / "partial.npz"
     np.savez(partial, image=cs.image, weak=cs.weak, city=np.array(cs.city))

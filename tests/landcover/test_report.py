@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from affine import Affine
 from matplotlib import image as mpimg
 
 from landprior.landcover.chips import ChipSet, sample_city_chips
@@ -17,6 +18,7 @@ from landprior.landcover.enviroatlas import EnviroAtlas
 from landprior.landcover.evaluate import metrics_row, write_csv_atomic
 from landprior.landcover.geotiff import write_class_map
 from landprior.landcover.report import (
+    _read_for_figure,
     chip_figure,
     paint,
     tile_figure,
@@ -85,7 +87,9 @@ def test_chip_figure_writes_a_png(run: dict[str, Path], tmp_path: Path) -> None:
     assert not (tmp_path / "x.png").exists()
 
 
-def test_tile_figures_write_pngs(run: dict[str, Path], tmp_path: Path) -> None:
+def test_tile_figures_write_pngs(
+    run: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rng = np.random.default_rng(0)
     image = rng.random((4, 20, 30)).astype(np.float32)
     truth = rng.integers(0, 5, (20, 30)).astype(np.uint8)
@@ -95,6 +99,17 @@ def test_tile_figures_write_pngs(run: dict[str, Path], tmp_path: Path) -> None:
     png2 = tile_figure_for(run["root"], TARGET_CITY, "test",
                            {"source": run["source"], "ours": run["ours"]}, tmp_path / "t2.png")
     assert _is_png(png2)
+    # big tiles are read decimated for figures (memory of a figure, not of a tile)
+    monkeypatch.setattr("landprior.landcover.report.FIGURE_MAX_SIDE", 50)
+    png3 = tile_figure_for(run["root"], TARGET_CITY, "test", {"ours": run["ours"]},
+                           tmp_path / "t4.png")
+    assert _is_png(png3)
+    classes = np.arange(120 * 70, dtype=np.uint8).reshape(120, 70) % 5
+    small = _read_for_figure(
+        write_class_map(tmp_path / "m.tif", classes, crs="EPSG:32617",
+                        transform=Affine(1, 0, 500000, 0, -1, 4000000)), max_side=50)
+    assert small.shape == (1, 40, 23)
+    assert set(np.unique(small)) <= set(range(5))  # class values, never interpolated
     with pytest.raises(ValueError, match=r"no split 'val'"):
         tile_figure_for(run["root"], TARGET_CITY, "val", {}, tmp_path / "t3.png")
 

@@ -351,6 +351,15 @@ def test_cooccurrence_files(tmp_path: Path) -> None:
         load_cooccurrence(tmp_path / "bad.json")
     with pytest.raises(FileNotFoundError, match=r"nope\.json"):
         load_cooccurrence(tmp_path / "nope.json")
+    (tmp_path / "list.json").write_text("[1, 2, 3]")
+    with pytest.raises(ValueError, match=r"list\.json: not a co-occurrence file"):
+        load_cooccurrence(tmp_path / "list.json")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match=r"objects\.npy: cannot read"):
+        load_cooccurrence(tmp_path / "objects.npy")
+    (tmp_path / "garbage.npy").write_bytes(b"\x00\x01 not numpy")
+    with pytest.raises(ValueError, match=r"garbage\.npy"):
+        load_cooccurrence(tmp_path / "garbage.npy")
 
 
 @pytest.fixture(scope="module")
@@ -360,7 +369,9 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_dataset(tmp_path_factory.mktemp("synth") / "ds", size="tiny", seed=0)
 
 
-def test_source_cooccurrence_from_a_synthetic_dataset(tiny_dataset: Path) -> None:
+def test_source_cooccurrence_from_a_synthetic_dataset(
+    tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from landprior.landcover.enviroatlas import EnviroAtlas
 
     dataset = EnviroAtlas(tiny_dataset)
@@ -373,6 +384,9 @@ def test_source_cooccurrence_from_a_synthetic_dataset(tiny_dataset: Path) -> Non
         [dataset.read(t, "nlcd")[0] for t in tiles], [dataset.read_labels(t) for t in tiles]
     )
     np.testing.assert_allclose(cooc, ref)
+    # counted in blocks of rows (memory bounded by the block): same matrix with tiny blocks
+    monkeypatch.setattr("landprior.landcover.weak_labels.COUNT_BLOCK_ROWS", 7)
+    np.testing.assert_allclose(source_cooccurrence(tiny_dataset, source), ref)
     with pytest.raises(ValueError, match="unknown city"):
         source_cooccurrence(tiny_dataset, "atlantis")
 

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from landprior.fileio import write_text_atomic
 from landprior.tasks.tsp.adjacency import DEFAULT_TAU, adjacency_from_logits
 from landprior.tasks.tsp.data import uniform_instances, write_instances
 from landprior.tasks.tsp.solvers import SolverConfig, reference_tours
@@ -363,7 +364,6 @@ def build_render_dataset(
         images[lo:hi] = render_tours(points[lo:hi], tours[lo:hi], spec)
     images.flush()
     del images
-    tmp.replace(out)
     write_instances(out.with_suffix(".instances.txt"), points, tours)
     meta = {
         "count": count,
@@ -378,6 +378,7 @@ def build_render_dataset(
         "node_radius": spec.node_radius,
         "values": "background -1, edges 0 (+1 per covering edge), nodes 1, clipped to [-1, 1]",
     }
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text_atomic(json.dumps(meta, indent=2) + "\n", out.with_suffix(".json"))
+    tmp.replace(out)  # last: the images appear only once their sidecars are complete
     logger.info("wrote %d tour images of N=%d to %s (solving took %.1f s)", count, n, out, solve_s)
     return out

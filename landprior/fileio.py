@@ -1,0 +1,75 @@
+"""Small file helpers shared by every stage: atomic writes and checked torch loads.
+
+A crash (or Ctrl-C) while writing must never leave a partial file that looks complete, so
+outputs are written to a temporary file in the destination folder and renamed onto the
+final path (``os.replace`` is atomic on one filesystem). Reading a torch file that is not
+one, or is truncated, raises a ``ValueError`` that names the file instead of a bare
+unpickling or zip error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
+
+    The temporary name keeps ``path``'s suffix (writers such as ``np.save`` or matplotlib
+    choose the format from it). On any exception the temporary file is removed and
+    ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_npy_atomic(array: Any, path: str | os.PathLike[str]) -> Path:
+    """``np.save`` through a temporary file and rename."""
+    import numpy as np
+
+    path = Path(path)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        np.save(fh, array)
+    return path
+
+
+def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write UTF-8 text through a temporary file and rename."""
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def torch_load_checked(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
+    """``torch.load(path, map_location="cpu", weights_only=True)`` with a named error.
+
+    A missing file raises ``FileNotFoundError``; a file torch cannot read (not a torch
+    file, truncated, pickled code) raises ``ValueError`` naming the file and ``what`` it
+    should have been.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling, zip and stream errors: name the file
+        raise ValueError(f"cannot read {what} {path}: {type(err).__name__}: {err}") from err

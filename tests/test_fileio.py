@@ -1,0 +1,54 @@
+"""Atomic writes and checked torch loads (landprior.fileio)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from landprior.fileio import atomic_output, save_npy_atomic, torch_load_checked, write_text_atomic
+
+
+def test_atomic_output_renames_on_success_and_keeps_the_suffix(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "grid.png"
+    with atomic_output(target) as tmp:
+        assert tmp.parent == target.parent and tmp.suffix == ".png" and tmp != target
+        tmp.write_bytes(b"new")
+    assert target.read_bytes() == b"new"
+    assert [p.name for p in target.parent.iterdir()] == ["grid.png"]
+
+
+def test_atomic_output_leaves_the_old_file_and_no_temp_on_failure(tmp_path: Path) -> None:
+    target = tmp_path / "table.md"
+    target.write_text("old")
+    with pytest.raises(RuntimeError, match="crash"), atomic_output(target) as tmp:
+        tmp.write_text("half written")
+        raise RuntimeError("crash")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.md"]
+
+
+def test_save_npy_and_text_round_trip(tmp_path: Path) -> None:
+    arr = np.arange(12, dtype=np.int16).reshape(3, 4)
+    path = save_npy_atomic(arr, tmp_path / "a.npy")
+    np.testing.assert_array_equal(np.load(path), arr)
+    assert write_text_atomic("é\n", tmp_path / "t.txt").read_text(encoding="utf-8") == "é\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.npy", "t.txt"]
+
+
+def test_torch_load_checked_names_the_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.pt"
+    torch.save({"w": torch.ones(3)}, good)
+    assert torch.equal(torch_load_checked(good)["w"], torch.ones(3))
+    with pytest.raises(FileNotFoundError, match=r"prior checkpoint not found: .*none\.pt"):
+        torch_load_checked(tmp_path / "none.pt", "prior checkpoint")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file at all")
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*garbage\.pt"):
+        torch_load_checked(garbage)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*truncated\.pt"):
+        torch_load_checked(truncated)
