@@ -8,7 +8,11 @@ from snakemake.utils import min_version, validate
 min_version("8.0")
 
 
-configfile: f"{workflow.basedir}/pipelines/config/demo.yaml"
+# The demo config only when no --configfile is given: a user's config is NOT layered on the
+# demo's (a key it leaves out takes the schema's documented default, not a demo value).
+if not workflow.overwrite_configfiles:
+
+    configfile: f"{workflow.basedir}/pipelines/config/demo.yaml"
 
 
 validate(config, "pipelines/schemas/config.schema.yaml")

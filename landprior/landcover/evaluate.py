@@ -14,6 +14,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +121,22 @@ def metrics_row(method: str, city: str, scores: Mapping) -> dict:
     return row
 
 
+def one_decimal(value: object) -> str:
+    """``value`` (a number or the CSV's decimal text) rounded half up to one decimal.
+
+    The CSV keeps two decimals; formatting its float with ``:.1f`` would round 66.85 down
+    (66.85 is 66.8499... in binary), so tables would disagree with a reader rounding the
+    CSV by hand.
+    """
+    try:
+        number = Decimal(str(value).strip())
+    except ArithmeticError:  # empty cell or text: not a score
+        return "-"
+    if not number.is_finite():
+        return "-"
+    return str(number.quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def write_csv_atomic(rows: Sequence[Mapping], path: str | os.PathLike[str],
                      columns: Sequence[str] = METRIC_COLUMNS) -> Path:
     """Write rows as CSV through a temp file and rename."""
@@ -155,6 +172,6 @@ def table1_markdown(rows: Sequence[Mapping], methods: Sequence[str],
         cells = []
         for c in cities:
             r = by_key.get((m, c))
-            cells.append(f"{float(r['accuracy']):.1f} / {float(r['miou']):.1f}" if r else "-")
+            cells.append(f"{one_decimal(r['accuracy'])} / {one_decimal(r['miou'])}" if r else "-")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

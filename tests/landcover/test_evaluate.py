@@ -16,6 +16,7 @@ from landprior.landcover.evaluate import (
     evaluate_class_maps,
     evaluate_weak_labels,
     metrics_row,
+    one_decimal,
     read_metrics_csv,
     table1_markdown,
     write_csv_atomic,
@@ -180,3 +181,12 @@ def test_table1_markdown_format() -> None:
         "| source supervised | 74.2 / 35.9 | - |\n"
         "| ours | 79.8 / 46.4 | 79.5 / 45.4 |\n"
     )
+
+
+def test_one_decimal_rounds_the_csv_text_half_up() -> None:
+    # 66.85 as a float is 66.8499...: f"{66.85:.1f}" gives 66.8, a reader of the CSV 66.9
+    assert f"{66.85:.1f}" == "66.8"
+    assert [one_decimal(v) for v in ("66.85", 47.55, "52.55", 75.84, "100", "-0.05")] == [
+        "66.9", "47.6", "52.6", "75.8", "100.0", "-0.1"
+    ]
+    assert one_decimal("") == "-" and one_decimal(float("nan")) == "-"

@@ -152,14 +152,29 @@ def test_dry_run(tmp_path: Path, name: str) -> None:
 
 def test_configs_from_before_the_upsample_and_norm_keys_still_run(tmp_path: Path) -> None:
     """``segmenter.upsample`` and ``norm`` are optional: the schema fills in guided / group."""
+    import copy
+
     from snakemake.utils import validate
 
     config = tiny_config()
     del config["segmenter"]["upsample"], config["segmenter"]["norm"]
-    validate(config, str(REPO / "pipelines" / "schemas" / "config.schema.yaml"))
-    assert (config["segmenter"]["upsample"], config["segmenter"]["norm"]) == ("guided", "group")
-    result = snakemake("-n", f"--configfile={write_config(tmp_path, config)}", cwd=tmp_path)
+    path = write_config(tmp_path, config)  # written WITHOUT the two keys
+    filled = copy.deepcopy(config)
+    validate(filled, str(REPO / "pipelines" / "schemas" / "config.schema.yaml"))
+    assert (filled["segmenter"]["upsample"], filled["segmenter"]["norm"]) == ("guided", "group")
+    result = snakemake("-n", f"--configfile={path}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout
+    # a --configfile is used alone, not layered on demo.yaml (whose bilinear would otherwise
+    # fill the missing key instead of the schema's documented default)
+    used = next(line for line in result.stdout.splitlines() if "Config file(s)" in line)
+    assert path.name in used and "demo.yaml" not in used, used
+
+
+def test_without_a_configfile_the_demo_config_is_used(tmp_path: Path) -> None:
+    result = snakemake("-n", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout
+    used = next(line for line in result.stdout.splitlines() if "Config file(s)" in line)
+    assert "pipelines/config/demo.yaml" in used, used
 
 
 @pytest.mark.parametrize(
@@ -618,8 +633,8 @@ def _keys(node: Any, prefix: str = "") -> set[str]:
 
 @pytest.mark.parametrize("name", ["tiny", "enviroatlas"])
 def test_configs_set_every_key_the_base_demo_config_sets(name: str) -> None:
-    """The Snakefile loads demo.yaml first and merges --configfile over it: a key the other
-    configuration leaves out silently takes the demo's value (e.g. its shipped prior)."""
+    """The shipped configurations spell out every key the demo sets (a --configfile is used
+    alone, so a key left out would take the schema's default: say every choice instead)."""
     demo = _keys(yaml.safe_load((CONFIGS / "demo.yaml").read_text(encoding="utf-8")))
     other = _keys(yaml.safe_load((CONFIGS / f"{name}.yaml").read_text(encoding="utf-8")))
     allowed = {"dataset.synthetic_size", "dataset.seed", "weak_labels.layer"}  # kind-specific
