@@ -10,9 +10,31 @@ from landprior import __version__
 from landprior.commands import bench, data, diffusion, landcover, tsp
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _FriendlyGroup(click.Group):
+    """A group whose file-system errors end as one line, not a traceback.
+
+    Unwritable output folders, full disks and unreadable rasters (``OSError``, including
+    rasterio's I/O errors) name the path in their message; ``-vv`` keeps the traceback in
+    the debug log. Ctrl-C exits with 130, as shells expect.
+    """
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except OSError as exc:
+            logging.getLogger("landprior").debug("file-system error", exc_info=True)
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="landprior")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.option("-v", "--verbose", count=True,
+              help="More log output (-v info, -vv debug; -vvv adds rasterio/GDAL's).")
 def main(verbose: int) -> None:
     """landprior: a trained DDPM as a plug-and-play prior under differentiable constraints.
 
@@ -21,6 +43,9 @@ def main(verbose: int) -> None:
     """
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 3:  # GDAL's driver chatter drowns the product's own debug lines
+        for noisy in ("rasterio", "fiona", "pyogrio", "matplotlib", "PIL"):
+            logging.getLogger(noisy).setLevel(max(level, logging.INFO))
 
 
 for _module in (bench, data, diffusion, landcover, tsp):

@@ -21,3 +21,16 @@ def test_version() -> None:
     result = CliRunner().invoke(main, ["--version"])
     assert result.exit_code == 0
     assert "landprior" in result.output
+
+
+def test_file_system_errors_end_as_one_line(tmp_path) -> None:
+    """An output folder that cannot be made (its parent is a file): one line, exit 1."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    result = CliRunner().invoke(
+        main, ["tsp", "generate", "--n", "5", "--count", "2", "--out", str(blocker / "x.txt")]
+    )
+    assert result.exit_code == 1, result.output
+    assert "a-file" in result.output and "Error:" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert blocker.read_text() == "x" and not list(tmp_path.glob("**/x.txt"))

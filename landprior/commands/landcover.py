@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from landprior.commands import device_option
+from landprior.commands.diffusion import _PRESET_NAMES
 
 if TYPE_CHECKING:  # torch is imported inside the commands: `--help` stays fast
     import torch
@@ -88,7 +89,8 @@ def group() -> None:
               help="Number of random label patches.")
 @_patch_size_option
 @_factor_option
-@click.option("--preset", default="landcover-cpu", show_default=True,
+@click.option("--preset", type=click.Choice(_PRESET_NAMES), default="landcover-cpu",
+              show_default=True,
               help="U-Net preset (landcover-cpu on CPU; landcover64 is the paper's 85M net).")
 @click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True,
               help="Optimizer steps (defaults: the CPU recipe, ~17 min on one thread).")
