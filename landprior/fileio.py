@@ -17,21 +17,35 @@ from pathlib import Path
 from typing import Any
 
 
+def _current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_mode(path: Path) -> None:
+    """Give a ``mkstemp`` file (always 0600) the mode a plain ``open`` would: 0666 - umask."""
+    os.chmod(path, 0o666 & ~_current_umask())
+
+
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_output(path: str | os.PathLike[str], suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
 
-    The temporary name keeps ``path``'s suffix (writers such as ``np.save`` or matplotlib
-    choose the format from it). On any exception the temporary file is removed and
-    ``path`` is left as it was.
+    The temporary name ends in ``suffix`` (default: ``path``'s own; writers such as
+    ``np.savez`` or matplotlib choose the format from it, or append theirs). On any exception the temporary file is removed and
+    ``path`` is left as it was. The file gets the usual permissions (0666 minus the
+    umask), not ``mkstemp``'s private 0600, so other users can read shared outputs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}",
+    end = path.suffix if suffix is None else suffix
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{end}",
                                     dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        _publish_mode(tmp)
         yield tmp
         os.replace(tmp, path)
     finally:

@@ -52,3 +52,18 @@ def test_torch_load_checked_names_the_file(tmp_path: Path) -> None:
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*truncated\.pt"):
         torch_load_checked(truncated)
+
+
+def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path: Path) -> None:
+    import os
+
+    old = os.umask(0o022)
+    try:
+        text = write_text_atomic("x", tmp_path / "t.md")
+        arr = save_npy_atomic(np.zeros(2), tmp_path / "a.npy")
+        assert (text.stat().st_mode & 0o777) == 0o644
+        assert (arr.stat().st_mode & 0o777) == 0o644
+        os.umask(0o002)  # a group-shared project folder
+        assert (write_text_atomic("x", tmp_path / "g.md").stat().st_mode & 0o777) == 0o664
+    finally:
+        os.umask(old)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from landprior.fileio import atomic_output
 from landprior.landcover.classes import MappingName
 from landprior.landcover.enviroatlas import EnviroAtlas
 from landprior.landcover.tiling import (
@@ -113,14 +113,8 @@ class ChipSet:
         arrays["city"] = np.array(self.city)
         arrays["crs"] = np.array(self.crs)
         arrays["factor"] = np.array(self.factor)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
-        os.close(fd)
-        try:
+        with atomic_output(path, suffix=".npz") as tmp:  # numpy would append .npz otherwise
             np.savez_compressed(tmp, **arrays)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
         return path
 
     @classmethod

@@ -13,8 +13,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landprior.fileio import torch_load_checked
+from landprior.fileio import atomic_output, torch_load_checked
 from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
 from landprior.landcover.upsample import (
     DEFAULT_SIGMA_RANGE,
@@ -251,14 +249,8 @@ def save_segmenter(path: str | Path, model: SegmentationUNet, meta: dict | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads anywhere
     payload = {"config": asdict(model.config), "state_dict": state, "meta": meta or {}}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -52,6 +52,7 @@ def test_save_load_round_trip(tmp_path: Path, with_optional: bool) -> None:
     cs = _chipset(with_optional)
     path = cs.save(tmp_path / "sub" / "chips.npz")
     assert path == tmp_path / "sub" / "chips.npz" and path.is_file()
+    assert path.stat().st_mode & 0o044, "readable by group/others under the usual umask"
     back = ChipSet.load(path)
     assert (back.city, back.crs, back.factor) == (cs.city, cs.crs, cs.factor)
     assert isinstance(back.city, str) and isinstance(back.factor, int)
@@ -246,3 +247,10 @@ def test_sample_city_chips_bad_arguments(tiny_dataset: EnviroAtlas) -> None:
         sample_city_chips(ds, "atlantis", "test", 2, size=32)
     with pytest.raises(FileNotFoundError, match="neither a layer"):
         sample_city_chips(ds, SOURCE_CITY, "train", 2, size=32, weak_layer="no_such_layer")
+
+
+def test_save_to_a_name_without_npz_suffix(tmp_path: Path) -> None:
+    """numpy appends .npz to names without it: the temporary file must already end so."""
+    path = _chipset().save(tmp_path / "chips")
+    assert path == tmp_path / "chips" and [p.name for p in tmp_path.iterdir()] == ["chips"]
+    assert len(ChipSet.load(path)) == N

@@ -13,7 +13,6 @@ import hashlib
 import logging
 import multiprocessing
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +22,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
+from landprior.fileio import atomic_output
 from landprior.tasks.tsp.data import distance_matrices, is_permutation
 
 logger = logging.getLogger(__name__)
@@ -218,15 +218,8 @@ class TourCache:
     def put(self, points: np.ndarray, config: SolverConfig, tour: np.ndarray) -> Path:
         """Store ``tour`` atomically; returns its path."""
         path = self._path(self.key(points, config))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                np.save(handle, np.asarray(tour, dtype=np.int64), allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
+            np.save(handle, np.asarray(tour, dtype=np.int64), allow_pickle=False)
         return path
 
 
