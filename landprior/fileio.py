@@ -33,9 +33,10 @@ def atomic_output(path: str | os.PathLike[str], suffix: str | None = None) -> It
     """Yield a temporary path next to ``path``; rename it onto ``path`` if the block succeeds.
 
     The temporary name ends in ``suffix`` (default: ``path``'s own; writers such as
-    ``np.savez`` or matplotlib choose the format from it, or append theirs). On any exception the temporary file is removed and
-    ``path`` is left as it was. The file gets the usual permissions (0666 minus the
-    umask), not ``mkstemp``'s private 0600, so other users can read shared outputs.
+    ``np.savez`` or matplotlib choose the format from it, or append theirs). On any
+    exception the temporary file is removed and ``path`` is left as it was. The file gets
+    the usual permissions (0666 minus the umask), not ``mkstemp``'s private 0600, so other
+    users can read shared outputs.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

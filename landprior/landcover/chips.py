@@ -190,6 +190,8 @@ def sample_city_chips(
             generator=rng, transform=profile["transform"], name=tile.key,
         )
         has_truth = with_truth and "lc" in tile.paths and Path(tile.paths["lc"]).is_file()
+        if has_truth:  # truth shifted against the imagery would score the wrong pixels
+            dataset.grid(tile, ["naip", "lc"])
         for chip in chips:
             naip = dataset.read(tile, "naip", chip.window).astype(np.float32) / 255.0
             images.append(average_pool(naip, factor))

@@ -14,10 +14,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import rasterio
+from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
-from landprior.landcover.geotiff import open_class_map_writer, open_probability_writer
+from landprior.landcover.geotiff import (
+    CLASS_NODATA,
+    open_class_map_writer,
+    open_probability_writer,
+)
 from landprior.landcover.segmenter import SegmentationUNet, iter_strip_predictions
 from landprior.landcover.upsample import DEFAULT_SIGMA_RANGE, UpsampleMode
 from landprior.landcover.weak_source import weak_reader
@@ -45,6 +51,47 @@ def tile_reader(
     return read
 
 
+PIXEL_SIZE_RANGE_M = (0.25, 4.0)
+"""Pixel sizes (metres) that are plausibly the ~1 m NAIP the segmenters are trained on."""
+
+
+def check_imagery_grid(profile: dict, path: str | Path) -> None:
+    """Warn when the imagery is not on a projected, metre-based grid of about 1 m pixels.
+
+    The models learned 1 m NAIP texture; a geographic CRS (degree pixels) or 10 m imagery
+    still runs but the maps mean little. A warning, not an error: 0.6 m NAIP is fine.
+    """
+    crs, transform = profile.get("crs"), profile["transform"]
+    if crs is None:
+        log.warning("%s has no CRS: the map will not be georeferenced", path)
+        return
+    if crs.is_geographic:
+        log.warning("%s is in a geographic CRS (%s, pixels of %g degrees); the segmenters "
+                    "expect ~1 m pixels on a projected grid: reproject first (gdalwarp)",
+                    path, crs.to_string(), abs(transform.a))
+        return
+    size = abs(transform.a) * (crs.linear_units_factor[1] if crs.linear_units else 1.0)
+    low, high = PIXEL_SIZE_RANGE_M
+    if not low <= size <= high:
+        log.warning("%s has %.3g m pixels; the segmenters were trained on ~1 m imagery",
+                    path, size)
+
+
+def invalid_pixels(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray | None:
+    """Boolean (h, w) of the pixels the imagery marks as no data, or None if it marks none.
+
+    A pixel is invalid when every band holds the nodata value, or where an internal
+    per-dataset mask says so. Alpha is NOT a mask here: GDAL often tags NAIP's fourth band,
+    the near infrared, as alpha, and NIR = 0 is a valid (dark water) reading.
+    """
+    if src.nodata is not None:
+        return (src.read(window=window) == src.nodata).all(axis=0)
+    flags = src.mask_flag_enums[0]
+    if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
+        return src.dataset_mask(window=window) == 0
+    return None
+
+
 def predict_tile(
     model: SegmentationUNet,
     dataset: EnviroAtlas,
@@ -61,8 +108,14 @@ def predict_tile(
     upsample: UpsampleMode = "guided",
     sigma_range: float = DEFAULT_SIGMA_RANGE,
 ) -> Path:
-    """Predict one tile; write the class map (and optionally uint8 probabilities) atomically."""
+    """Predict one tile; write the class map (and optionally uint8 probabilities) atomically.
+
+    Pixels the imagery marks invalid (:func:`invalid_pixels`: nodata in every band, or an
+    internal mask) are written as the map's nodata (255), not as a class.
+    """
+    naip_path = Path(tile.paths[dataset.layout.layer("naip").name])
     profile = dataset.profile(tile, "naip")
+    check_imagery_grid(profile, naip_path)
     height, width = profile["height"], profile["width"]
     read = tile_reader(dataset, tile, inputs, weak_layer)
     grid = {
@@ -76,17 +129,25 @@ def predict_tile(
     )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open_class_map_writer(out_path, **grid) as classes:
+    with rasterio.open(naip_path) as naip_src, open_class_map_writer(out_path, **grid) as classes:
+
+        def class_map(probs: np.ndarray, win: Window) -> np.ndarray:
+            labels = probs.argmax(axis=0).astype(np.uint8)
+            invalid = invalid_pixels(naip_src, win)
+            if invalid is not None:
+                labels[invalid] = CLASS_NODATA
+            return labels
+
         if probabilities_path is None:
             for row0, probs in strips:
                 win = Window(0, row0, width, probs.shape[1])
-                classes.write(probs.argmax(axis=0).astype(np.uint8), win)
+                classes.write(class_map(probs, win), win)
         else:
             Path(probabilities_path).parent.mkdir(parents=True, exist_ok=True)
             with open_probability_writer(probabilities_path, **grid) as prob_writer:
                 for row0, probs in strips:
                     win = Window(0, row0, width, probs.shape[1])
-                    classes.write(probs.argmax(axis=0).astype(np.uint8), win)
+                    classes.write(class_map(probs, win), win)
                     prob_writer.write(probs, win)
     log.info("predicted %s -> %s", tile.key, out_path)
     return out_path

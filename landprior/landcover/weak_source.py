@@ -32,8 +32,12 @@ def weak_reader(dataset: EnviroAtlas, spec: str | Path) -> WeakReader:
     """``read(tile, window) -> (5, h, w)`` float32 weak-label probabilities."""
     spec_str = str(spec)
     if spec_str in dataset.layout.layer_names:
+        checked: set[str] = set()
 
         def read_layer(tile: Tile, window: Window | None = None) -> np.ndarray:
+            if tile.key not in checked:  # the weak layer must lie on the imagery's grid
+                dataset.grid(tile, ["naip", spec_str])
+                checked.add(tile.key)
             return prior_from_uint8(dataset.read(tile, spec_str, window))
 
         return read_layer

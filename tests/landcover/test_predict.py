@@ -124,3 +124,78 @@ def test_predict_tile_rejects_a_window_larger_than_the_tile(
     with pytest.raises(ValueError, match="smaller than one prediction window"):
         predict_tile(image_model, ds, tile, tmp_path / "big.tif", downsample=4, window=64)
     assert not (tmp_path / "big.tif").exists()
+
+
+def _copy_with(tiny_root: Path, where: Path, layer: str, edit) -> tuple[EnviroAtlas, Tile]:
+    """A copy of the tiny dataset whose target tile's ``layer`` is rewritten by ``edit``."""
+    import shutil
+
+    ds = EnviroAtlas(shutil.copytree(tiny_root, where))
+    tile = _tile(ds)
+    path = ds.path(tile, layer)
+    with rasterio.open(path) as src:
+        profile, data = src.profile, src.read()
+    profile, data = edit(profile, data)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+    return ds, tile
+
+
+def test_imagery_nodata_is_written_as_map_nodata(
+    tiny_root: Path, image_model: SegmentationUNet, tmp_path: Path
+) -> None:
+    """NAIP with nodata 0 and a black (no-data) band of rows: those pixels get 255, not a class."""
+    def blank_rows(profile, data):
+        data = data.copy()
+        data[:, :20] = 0
+        return {**profile, "nodata": 0}, data
+
+    ds, tile = _copy_with(tiny_root, tmp_path / "ds", "naip", blank_rows)
+    out = predict_tile(image_model, ds, tile, tmp_path / "m.tif", downsample=4, window=16,
+                       overlap=4)
+    with rasterio.open(out) as src:
+        classes = src.read(1)
+        assert src.nodata == 255
+    assert (classes[:20] == 255).all()
+    assert (classes[20:] < 5).all()  # every valid pixel still gets a class
+
+
+def test_a_weak_layer_off_the_imagery_grid_is_refused(
+    tiny_root: Path, weak_model: SegmentationUNet, tmp_path: Path
+) -> None:
+    """Stacking a weak layer shifted by 100 m pixel by pixel would be silently wrong."""
+    from affine import Affine
+
+    from landprior.landcover.enviroatlas import DataError
+
+    def shift(profile, data):
+        t = profile["transform"]
+        return {**profile, "transform": Affine(t.a, t.b, t.c + 100, t.d, t.e, t.f)}, data
+
+    ds, tile = _copy_with(tiny_root, tmp_path / "ds", "prior", shift)
+    with pytest.raises(DataError, match=r"is not on the grid of .*a_naip"):
+        predict_tile(weak_model, ds, tile, tmp_path / "w.tif", inputs="image+weak",
+                     downsample=4, window=16)
+    assert not (tmp_path / "w.tif").exists()
+    with pytest.raises(DataError, match="is not on the grid"):
+        sample_city_chips(ds, TARGET_CITY, "test", 2, size=64, factor=4, seed=0)
+
+
+def test_imagery_that_is_not_about_1_m_projected_warns(caplog: pytest.LogCaptureFixture) -> None:
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from landprior.landcover.predict import check_imagery_grid
+
+    utm = CRS.from_epsg(26917)
+    with caplog.at_level("WARNING", logger="landprior.landcover.predict"):
+        check_imagery_grid({"crs": utm, "transform": Affine(1, 0, 0, 0, -1, 0)}, "ok.tif")
+        check_imagery_grid({"crs": utm, "transform": Affine(0.6, 0, 0, 0, -0.6, 0)}, "n.tif")
+        assert caplog.records == []
+        check_imagery_grid({"crs": utm, "transform": Affine(10, 0, 0, 0, -10, 0)}, "s2.tif")
+        check_imagery_grid({"crs": CRS.from_epsg(4326),
+                            "transform": Affine(1e-5, 0, 0, 0, -1e-5, 0)}, "geo.tif")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 2
+    assert "s2.tif has 10 m pixels" in messages[0]
+    assert "geo.tif is in a geographic CRS" in messages[1]
