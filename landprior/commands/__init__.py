@@ -17,11 +17,19 @@ def _resolve_device(ctx: click.Context, param: click.Parameter, value: str) -> A
         raise click.BadParameter(str(err), ctx=ctx, param=param) from err
 
 
+DEVICE_HELP = "torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
+"""Help of every ``--device`` whose default is ``auto`` (or None, which means auto)."""
+
+
 def device_option(default: str = "auto") -> Callable[[Any], Any]:
     """``--device``, resolved to a ``torch.device`` by :func:`landprior.devices.resolve_device`
     when the command starts: a name torch does not know, or CUDA where there is none, is a
     one-line usage error before any work."""
+    help_text = DEVICE_HELP  # show_default names the default, whatever it is
+    if default == "cpu":  # do not suggest auto is the default: say a GPU needs asking for
+        help_text = ("torch device: cpu, cuda, cuda:N or auto (CUDA when present, else CPU); "
+                     "a GPU is used only when asked for.")
     return click.option(
         "--device", default=default, show_default=True, callback=_resolve_device,
-        help="torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N.",
+        help=help_text,
     )

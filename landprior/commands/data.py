@@ -32,7 +32,13 @@ def group() -> None:
     show_default=True,
     help="tiny: tests; small: the demo pipeline in minutes on 2 cores; medium: larger.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the synthetic cities (the same seed writes the same dataset).",
+)
 @click.option("--overwrite", is_flag=True, help="Replace an existing dataset folder.")
 def synth(out: Path, size: str, seed: int, overwrite: bool) -> None:
     """Write the synthetic cities in the EnviroAtlas layout (offline stand-in for real data)."""
@@ -123,9 +129,21 @@ def info(root: Path, as_json: bool, validate: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Single-raster mode: an NLCD GeoTIFF (index 0..16, or raw codes with --raw-nlcd).",
 )
-@click.option("--roads", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--water", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--buildings", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option(
+    "--roads",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --nlcd: 0/1 road mask on its grid; its 9x9 mean is added to impervious.",
+)
+@click.option(
+    "--water",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --nlcd: 0/1 water mask on its grid; its 5x5 mean is added to water.",
+)
+@click.option(
+    "--buildings",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="With --nlcd: 0/1 building mask on its grid; its 9x9 mean is added to impervious.",
+)
 @click.option("--raw-nlcd", is_flag=True, help="--nlcd holds raw NLCD codes (11, 21, ...).")
 @click.option(
     "--out",
@@ -148,16 +166,35 @@ def info(root: Path, as_json: bool, validate: bool) -> None:
     default=None,
     help="City whose labels give P(class | NLCD) (default: the dataset's source city).",
 )
-@click.option("--source-split", default="train", show_default=True)
+@click.option(
+    "--source-split",
+    default="train",
+    show_default=True,
+    help="Split of --source-city whose labels give P(class | NLCD).",
+)
 @click.option(
     "--allow-target-source",
     is_flag=True,
     help="Allow a target city as --source-city (leaks its labels into its weak labels).",
 )
-@click.option("--save-cooccurrence", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--blur-kernel", type=click.IntRange(min=1), default=101, show_default=True)
 @click.option(
-    "--blur-sigma", type=click.FloatRange(min=0, min_open=True), default=31.0, show_default=True
+    "--save-cooccurrence",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the P(class | NLCD) used as .json (for --cooccurrence next time).",
+)
+@click.option(
+    "--blur-kernel",
+    type=click.IntRange(min=1),
+    default=101,
+    show_default=True,
+    help="Gaussian blur of the NLCD classes: kernel size in NLCD-grid pixels (odd; paper: 101).",
+)
+@click.option(
+    "--blur-sigma",
+    type=click.FloatRange(min=0, min_open=True),
+    default=31.0,
+    show_default=True,
+    help="Gaussian blur of the NLCD classes: sigma in NLCD-grid pixels (paper: 31).",
 )
 @click.option(
     "--chunk",
@@ -328,19 +365,61 @@ def weak_labels(
     show_default=True,
     help="Chip side at the pooled resolution (0: the whole image at once).",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--components", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--radius", type=click.IntRange(min=0), default=7, show_default=True)
-@click.option("--iterations", type=click.IntRange(min=0), default=30, show_default=True)
-@click.option("--warmup-iterations", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--warmup-radius", type=click.IntRange(min=0), default=15, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=32,
+    show_default=True,
+    help="Chips clustered at once (memory only: chips are independent).",
+)
+@click.option(
+    "--components",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Colour clusters K per chip (paper: 5).",
+)
+@click.option(
+    "--radius",
+    type=click.IntRange(min=0),
+    default=7,
+    show_default=True,
+    help="EM window radius in pooled pixels (x1/factor grid): 7 -> 15x15.",
+)
+@click.option(
+    "--iterations",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="EM iterations in all, warm-up included.",
+)
+@click.option(
+    "--warmup-iterations",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="First EM iterations that use --warmup-radius instead of --radius.",
+)
+@click.option(
+    "--warmup-radius",
+    type=click.IntRange(min=0),
+    default=15,
+    show_default=True,
+    help="EM window radius of the warm-up iterations, in pooled pixels.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the random initial cluster responsibilities.",
+)
 @click.option(
     "--threads",
     type=click.IntRange(min=1),
     default=1,
     show_default=True,
-    help="torch threads (1 is fastest on a shared 2-core machine).",
+    help="torch CPU threads (1 is fastest on a shared 2-core machine).",
 )
 def cluster(
     naip: Path,

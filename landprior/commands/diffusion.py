@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from landprior.commands import device_option
+from landprior.commands import DEVICE_HELP, device_option
 
 if TYPE_CHECKING:
     import torch
@@ -81,26 +81,29 @@ def resume_options(func: Any) -> Any:
               help="U-Net configuration.")
 @click.option("--steps", default=10_000, show_default=True, type=click.IntRange(min=1),
               help="Total optimizer steps of the run.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Images per optimizer step.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (checkpoint.pt, loss.jsonl).")
 @resume_options
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the initial weights, batches, timesteps, noise and flips.")
 @click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
 @click.option("--ema-rate", default=0.9999, show_default=True, type=float,
               help="EMA rate of the weights; 0 disables the EMA.")
 @click.option("--grad-clip", default=None, type=float, help="Max global gradient norm.")
-@click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(min=1))
+@click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(min=1),
+              help="Write OUT/checkpoint.pt every this many steps (and at the end).")
 @click.option("--schedule", default="linear", show_default=True,
               type=click.Choice(["linear", "cosine"]), help="Noise schedule.")
 @click.option("--timesteps", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Diffusion steps T.")
 @click.option("--hflip", is_flag=True, help="Random left-right flips.")
 @click.option("--vflip", is_flag=True, help="Random up-down flips.")
-@click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
+@click.option("--device", default=None, show_default="auto", help=DEVICE_HELP)
 @click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="torch CPU threads (torch.set_num_threads).")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+              help="torch CPU threads (default: torch's choice).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 def train_cmd(
     data_path: Path,
     key: str | None,
@@ -166,12 +169,14 @@ def train_cmd(
               help="Number of samples.")
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="PNG image grid to write.")
-@click.option("--sampler", default="ddim", show_default=True, type=click.Choice(["ddpm", "ddim"]))
+@click.option("--sampler", default="ddim", show_default=True, type=click.Choice(["ddpm", "ddim"]),
+              help="ddpm: ancestral, all T steps; ddim: --steps steps with --eta.")
 @click.option("--steps", default=50, show_default=True, type=click.IntRange(min=1),
               help="DDIM steps (DDPM always uses all T).")
 @click.option("--eta", default=0.0, show_default=True, type=click.FloatRange(min=0.0),
               help="DDIM eta (0 deterministic, 1 DDPM-like).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int,
+              help="Seed of the sampling noise.")
 @click.option("--size", default=None, type=click.IntRange(min=1),
               help="Sample height and width (default: the U-Net's image_size).")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA.")
@@ -183,7 +188,7 @@ def train_cmd(
               help="Pixel repeat factor of the PNG.")
 @device_option("cpu")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
-              help="torch CPU threads (torch.set_num_threads).")
+              help="torch CPU threads (default: torch's choice).")
 def sample_cmd(
     checkpoint: Path,
     n: int,

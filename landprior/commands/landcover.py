@@ -63,12 +63,16 @@ _patch_size_option = click.option(
 )
 _factor_option = click.option(
     "--factor", type=click.IntRange(min=1), default=4, show_default=True,
-    help="Mode-downsampling factor (paper: 4).",
+    help="Mode-downsampling of the 1 m labels to the prior's grid (paper: 4, i.e. 4 m).",
 )
+_MAPPING_HELP = ("Label codes to classes: prior (every labelled pixel) or strict (ignores "
+                 "shrub, agriculture, wetlands).")
 _mapping_option = click.option(
     "--mapping", type=click.Choice(["prior", "strict"]), default="prior", show_default=True,
-    help="Raw-code to class mapping.",
+    help=_MAPPING_HELP,
 )
+_NO_PROGRESS_HELP = "No progress bar."
+_no_progress_option = click.option("--no-progress", is_flag=True, help=_NO_PROGRESS_HELP)
 _samples_png_option = click.option(
     "--samples-png", type=_OUT, default=None,
     help="Also save a PNG: real label patches (top) and prior samples (bottom).",
@@ -94,16 +98,20 @@ def group() -> None:
               help="U-Net preset (landcover-cpu on CPU; landcover64 is the paper's 85M net).")
 @click.option("--steps", type=click.IntRange(min=1), default=3000, show_default=True,
               help="Optimizer steps (defaults: the CPU recipe, ~17 min on one thread).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Label patches per optimizer step.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True,
+              help="Adam learning rate.")
 @click.option("--ema-rate", type=click.FloatRange(0, 1, max_open=True), default=0.995,
-              show_default=True)
+              show_default=True,
+              help="EMA rate of the weights (the prior uses the EMA); 0 disables the EMA.")
 @_mapping_option
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the patch sampling, the training and the --samples-png samples.")
 @_samples_png_option
 @_threads_option
 @_device_option
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@_no_progress_option
 @_friendly
 def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int, factor: int,
                 preset: str, steps: int, batch_size: int, lr: float, ema_rate: float,
@@ -147,7 +155,8 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
 @_patch_size_option
 @_factor_option
 @_mapping_option
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the real patches and prior samples in --samples-png.")
 @_samples_png_option
 @_threads_option
 @_device_option
@@ -193,7 +202,8 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
 @_patch_size_option
 @_factor_option
 @_mapping_option
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the held-out patches, the denoising noise and the samples.")
 @_samples_png_option
 @_threads_option
 @_device_option
@@ -224,18 +234,24 @@ def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, patch
 
 @group.command(name="chips")
 @click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
-@click.option("--city", required=True)
-@click.option("--split", default="test", show_default=True)
+@click.option("--city", required=True, help="City to sample chips from (an id `data info` lists).")
+@click.option("--split", default="test", show_default=True,
+              help="Tile split of --city to sample chips from.")
 @click.option("--n", "n_chips", type=click.IntRange(min=1), default=128, show_default=True,
               help="Number of random chips.")
 @click.option("--size", type=click.IntRange(min=8), default=128, show_default=True,
               help="Chip size in 1 m pixels.")
-@click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--factor", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Pooling to the model grid: imagery and weak labels averaged, truth by mode "
+              "(paper: 4); divides --size.")
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
-              show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+              show_default=True,
+              help="Truth label codes to classes: prior (every labelled pixel) or strict "
+              "(ignores shrub, agriculture, wetlands).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the chip positions.")
 @click.option("--out", required=True, type=_OUT, help="Output chip set (.npz).")
 @_friendly
 def chips(root: Path, city: str, split: str, n_chips: int, size: int, factor: int,
@@ -253,12 +269,18 @@ def chips(root: Path, city: str, split: str, n_chips: int, size: int, factor: in
 @group.command(name="cluster")
 @click.option("--chips", "chips_path", required=True, type=_FILE, help="Input chip set.")
 @click.option("--out", required=True, type=_OUT, help="Output chip set with clusters.")
-@click.option("--k", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option("--radius", type=click.IntRange(min=1), default=7, show_default=True)
-@click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True)
-@click.option("--warmup-iterations", type=click.IntRange(min=0), default=5, show_default=True)
-@click.option("--warmup-radius", type=click.IntRange(min=1), default=15, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--k", type=click.IntRange(min=2), default=5, show_default=True,
+              help="Colour clusters K per chip (paper: 5).")
+@click.option("--radius", type=click.IntRange(min=1), default=7, show_default=True,
+              help="EM window radius in model pixels (the chips' x1/factor grid): 7 -> 15x15.")
+@click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True,
+              help="EM iterations in all, warm-up included.")
+@click.option("--warmup-iterations", type=click.IntRange(min=0), default=5, show_default=True,
+              help="First EM iterations that use --warmup-radius instead of --radius.")
+@click.option("--warmup-radius", type=click.IntRange(min=1), default=15, show_default=True,
+              help="EM window radius of the warm-up iterations, in model pixels.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the random initial cluster responsibilities.")
 @_threads_option
 @_friendly
 def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
@@ -285,13 +307,18 @@ def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
 @click.option("--chips", "chips_path", required=True, type=_FILE,
               help="Chip set with clusters (from `landcover cluster`).")
 @click.option("--out", required=True, type=_OUT, help="Output chip set with pseudo-labels.")
-@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Algorithm 1 steps per chip (paper: 200).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=5e-3,
-              show_default=True)
+              show_default=True,
+              help="Adam learning rate on x at the first step, decaying linearly to 1e-3 of it "
+              "(paper: 5e-3).")
 @click.option("--window-radius", type=click.IntRange(min=0), default=15, show_default=True,
               help="MI and KL window radius at the label resolution (15 -> 31x31).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Chips optimised together (independent problems; memory vs speed).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the noise of Algorithm 1 (one stream per batch of chips).")
 @click.option("--mi-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Weight of the MI term of log c (eq. 15).")
 @click.option("--kl-weight", type=click.FloatRange(min=0), default=1.0, show_default=True,
@@ -306,7 +333,7 @@ def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
               help="JSON with pseudo-label and weak-label agreement with the truth.")
 @_threads_option
 @_device_option
-@click.option("--no-progress", is_flag=True)
+@_no_progress_option
 @_friendly
 def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: float,
                 window_radius: int, batch_size: int, seed: int, mi_weight: float,
@@ -385,18 +412,23 @@ def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
 @click.option("--init", "init_path", type=_FILE, default=None,
               help="Start from this checkpoint (fine-tuning) instead of from scratch.")
 @click.option("--out", required=True, type=_OUT, help="Output checkpoint (.pt).")
-@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Optimizer (AdamW) steps.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Chips per step (replayed chips included, see --replay-fraction).")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3,
-              show_default=True)
-@click.option("--base-channels", type=click.IntRange(min=4), default=32, show_default=True)
-@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True)
+              show_default=True, help="AdamW learning rate (weight decay 1e-4).")
+@click.option("--base-channels", type=click.IntRange(min=4), default=32, show_default=True,
+              help="Channels of the first U-Net level, doubled per level (ignored with --init).")
+@click.option("--depth", type=click.IntRange(min=1), default=3, show_default=True,
+              help="U-Net levels; 2**depth must divide the chip side (ignored with --init).")
 @click.option("--norm", type=click.Choice(["group", "batch"]), default="group",
               show_default=True,
               help="Normalisation of a new U-Net: group (statistics of each window, so maps "
               "depend on the prediction window) or batch (running statistics: they do not). "
               "With --init the checkpoint's is kept.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of the initial weights, batches and flips/rotations.")
 @click.option("--replay-chips", "replay_paths", multiple=True, type=_FILE,
               help="Labelled chip set(s) (the source city's, truth labels) mixed into every "
               "batch while training on --chips; repeatable.")
@@ -404,7 +436,7 @@ def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
               show_default=True, help="Share of each batch drawn from --replay-chips.")
 @_threads_option
 @_device_option
-@click.option("--no-progress", is_flag=True)
+@_no_progress_option
 @_friendly
 def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                         init_path: Path | None, out: Path, steps: int, batch_size: int,
@@ -476,8 +508,9 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 
 @group.command(name="predict")
 @click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
-@click.option("--city", required=True)
-@click.option("--split", default="test", show_default=True)
+@click.option("--city", required=True,
+              help="City whose tiles to predict (an id `data info` lists).")
+@click.option("--split", default="test", show_default=True, help="Tile split of --city to predict.")
 @click.option("--model", "model_path", required=True, type=_FILE, help="Segmenter checkpoint.")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for {tile}_landcover.tif class maps.")
@@ -486,7 +519,9 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
               help="Prediction window in model pixels [default: the size of the chips the "
               "model was trained on, else 32]. A GroupNorm U-Net (train-segmenter --norm "
               "group) normalises over the window, so other sizes change its maps (warned).")
-@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True)
+@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Overlap of neighbouring windows in model pixels (x1/factor grid), blended "
+              "linearly; less than --window.")
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--probabilities", is_flag=True, help="Also write {tile}_probabilities.tif.")
@@ -547,8 +582,8 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
 
 @group.command(name="evaluate")
 @click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
-@click.option("--city", required=True)
-@click.option("--split", default="test", show_default=True)
+@click.option("--city", required=True, help="City whose tiles to score (an id `data info` lists).")
+@click.option("--split", default="test", show_default=True, help="Tile split of --city to score.")
 @click.option("--method", required=True, help="Row name in the results table.")
 @click.option("--predictions", type=click.Path(exists=True, file_okay=False, path_type=Path),
               default=None, help="Folder of {tile}_landcover.tif (omit with --weak-labels).")
@@ -556,7 +591,7 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
-              show_default=True, help="'strict' ignores shrub, agriculture, wetlands.")
+              show_default=True, help=_MAPPING_HELP)
 @click.option("--out", required=True, type=_OUT, help="Output JSON with scores.")
 @_friendly
 def evaluate(root: Path, city: str, split: str, method: str, predictions: Path | None,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from landprior.commands import device_option
+from landprior.commands import DEVICE_HELP, device_option
 from landprior.commands.diffusion import resume_options
 
 if TYPE_CHECKING:
@@ -366,8 +366,19 @@ def render_dataset(
     "1 is the paper's setting; the K runs are batched with the instances (--batch-size "
     "rows per denoiser call), so K costs K times the network work.",
 )
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Seed.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="torch.set_num_threads.")
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Seed of the diffusion noise (drawn per instance from the seed and instance id).",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="torch CPU threads (default: torch's choice).",
+)
 @device_option("cpu")
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA.")
 @click.option("--no-two-opt", is_flag=True, help="Greedy extraction only (no 2-opt).")
@@ -528,17 +539,35 @@ def solve(
     show_default=True,
     help="Total optimizer steps of the run.",
 )
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=16,
+    show_default=True,
+    help="Tour images per optimizer step.",
+)
 @click.option("--lr", type=float, default=1e-4, show_default=True, help="Adam learning rate.")
 @click.option(
     "--ema-rate",
     type=float,
     default=0.999,
     show_default=True,
-    help="EMA of the weights (0.999 suits runs of ~10^4 steps; 0 disables).",
+    help="EMA rate of the weights (0.999 suits runs of ~10^4 steps); 0 disables the EMA.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Training seed.")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), default=500, show_default=True)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed of the initial weights, batches, timesteps, noise and flips.",
+)
+@click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=1),
+    default=500,
+    show_default=True,
+    help="Write OUT/checkpoint.pt every this many steps (and at the end).",
+)
 @click.option(
     "--no-flips",
     is_flag=True,
@@ -550,10 +579,10 @@ def solve(
     "--threads",
     type=click.IntRange(min=1),
     default=None,
-    help="torch.set_num_threads for training.",
+    help="torch CPU threads (default: torch's choice).",
 )
-@click.option("--device", default=None, help="torch device (default: cuda if present, else cpu).")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bar.")
+@click.option("--device", default=None, show_default="auto", help=DEVICE_HELP)
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_solver_options
 def train_prior(
     out_dir: Path,
