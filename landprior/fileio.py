@@ -87,4 +87,7 @@ def torch_load_checked(path: str | os.PathLike[str], what: str = "checkpoint") -
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling, zip and stream errors: name the file
-        raise ValueError(f"cannot read {what} {path}: {type(err).__name__}: {err}") from err
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
+        raise ValueError(f"cannot read {what} {path} (not a torch file, or cut short): "
+                         f"{reason}") from err

@@ -253,6 +253,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / CHECKPOINT_NAME
     ckpt = torch_load_checked(path, "checkpoint")
+    if isinstance(ckpt, dict) and {"config", "state_dict", "meta"} <= ckpt.keys():
+        raise ValueError(
+            f"{path} is a segmenter checkpoint (landcover train-segmenter), not a diffusion "
+            "prior: pass a prior's checkpoint.pt (landcover train-prior / install-prior)"
+        )
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise ValueError(

@@ -67,6 +67,9 @@ class ChipSet:
                 f"{self.image.shape} and {self.weak.shape}"
             )
         grid = self.image.shape[-2:]
+        if min(grid) < 1:
+            raise ValueError(f"chip set chips are {grid[0]} x {grid[1]} pixels; expected at "
+                             "least 1 x 1 (an empty chip cannot be labelled)")
         for name in ("weak", "tile_ids", "offsets", "transforms", *_OPTIONAL):
             value = getattr(self, name)
             if value is None:
@@ -123,6 +126,10 @@ class ChipSet:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"chip set not found: {path}")
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"PK":  # every .npz is a zip archive
+                raise ValueError(f"{path} is not a chip set (an .npz archive written by "
+                                 "`landcover chips`)")
         try:
             with np.load(path, allow_pickle=False) as data:
                 values = {k: data[k] for k in data.files}

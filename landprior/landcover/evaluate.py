@@ -22,7 +22,12 @@ import rasterio
 from rasterio.windows import Window
 
 from landprior.fileio import write_text_atomic
-from landprior.landcover.classes import CLASS_NAMES, MappingName
+from landprior.landcover.classes import (
+    CLASS_NAMES,
+    ENVIROATLAS_RAW_NAMES,
+    MappingName,
+    remap,
+)
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
 from landprior.landcover.metrics import ConfusionAccumulator
 from landprior.landcover.weak_source import weak_reader
@@ -63,7 +68,11 @@ def evaluate_class_maps(
     *,
     mapping: MappingName = "prior",
 ) -> dict:
-    """Pooled scores of class-map GeoTIFFs (one per tile) against the tiles' labels."""
+    """Pooled scores of class-map GeoTIFFs (one per tile) against the tiles' labels.
+
+    Label codes outside the EnviroAtlas class table (not merely ignored ones such as 0,
+    unclassified) are left out of the scores with a warning naming the tile and codes.
+    """
     if not predictions:
         raise ValueError("no predictions to evaluate")
     acc = ConfusionAccumulator()
@@ -72,14 +81,38 @@ def evaluate_class_maps(
         if not path.is_file():
             raise FileNotFoundError(f"prediction for {tile.key} not found: {path}")
         profile = dataset.profile(tile, "lc")
+        unknown: dict[int, int] = {}
         with rasterio.open(path) as src:
             _check_grid(path, src, profile)
             for win in _row_blocks(profile["height"], profile["width"]):
-                acc.update(src.read(1, window=win), dataset.read_labels(tile, mapping, win))
+                raw = dataset.read(tile, "lc", win)[0]
+                _count_unknown_codes(raw, unknown)
+                try:
+                    acc.update(src.read(1, window=win), remap(raw, mapping))
+                except ValueError as err:
+                    raise ValueError(f"{path} (tile {tile.key}): {err}") from None
+        if unknown:
+            log.warning(
+                "tile %s: %d labelled pixels carry codes %s outside the class table %s; "
+                "they are not scored", tile.key, sum(unknown.values()), sorted(unknown),
+                sorted(ENVIROATLAS_RAW_NAMES),
+            )
     scores = acc.scores()
     scores["tiles"] = len(predictions)
     scores["confusion"] = acc.matrix.tolist()
     return scores
+
+
+def _count_unknown_codes(raw: np.ndarray, counts: dict[int, int]) -> None:
+    """Add the pixels of ``raw`` whose code is not in the EnviroAtlas table to ``counts``."""
+    if raw.dtype == np.uint8:  # the layout's dtype: a histogram is much cheaper than unique
+        hist = np.bincount(raw.ravel(), minlength=256)
+        codes, n = np.flatnonzero(hist), hist[hist > 0]
+    else:
+        codes, n = np.unique(raw, return_counts=True)
+    for code, k in zip(codes.tolist(), n.tolist(), strict=True):
+        if code not in ENVIROATLAS_RAW_NAMES:
+            counts[code] = counts.get(code, 0) + k
 
 
 def evaluate_weak_labels(

@@ -226,6 +226,7 @@ def open_raster_writer(
     band_tags: Mapping[int, Mapping[str, str]] | None = None,
     colormap: Mapping[int, Sequence[int]] | None = None,
     categories: Categories | None = None,
+    scale: float | None = None,
     overview_resampling: ResamplingName = "nearest",
     overview_min_size: int = DEFAULT_OVERVIEW_MIN_SIZE,
     blocksize: int = DEFAULT_BLOCKSIZE,
@@ -237,7 +238,8 @@ def open_raster_writer(
     ``profile`` needs count, height, width, dtype, crs and transform (nodata and compress
     are honoured; compress defaults to deflate). Overviews (factors from
     :func:`overview_factors`) use ``overview_resampling``. ``categories`` adds the
-    ``.aux.xml`` sidecar with category names and a raster attribute table.
+    ``.aux.xml`` sidecar with category names and a raster attribute table. ``scale`` sets
+    every band's scale factor (value = stored x scale), which GIS tools apply on display.
     """
     path = Path(path)
     prof = _normalise_profile(profile)
@@ -276,6 +278,9 @@ def open_raster_writer(
                     dst.set_band_description(i, desc)
             if tags:
                 dst.update_tags(**tags)
+            if scale is not None:
+                dst.scales = [scale] * prof["count"]
+                dst.offsets = [0.0] * prof["count"]
             for band, btags in (band_tags or {}).items():
                 dst.update_tags(band, **btags)
             if colormap is not None:
@@ -479,6 +484,7 @@ def open_probability_writer(
             "CLASS_NAMES": ",".join(class_names),
         },
         "overview_resampling": "average",
+        "scale": 1 / 255,  # QGIS and GDAL then show probabilities in [0, 1], not 0..255
         **options,
     }
     with open_raster_writer(

@@ -258,6 +258,14 @@ def load_segmenter(path: str | Path) -> tuple[SegmentationUNet, dict]:
     """Load a checkpoint written by :func:`save_segmenter` in eval mode."""
     path = Path(path)
     payload = torch_load_checked(path, "segmenter checkpoint")
+    if not (isinstance(payload, dict) and {"config", "state_dict"} <= payload.keys()):
+        kind = (
+            "a diffusion prior checkpoint (use it as --prior)"
+            if isinstance(payload, dict) and "landprior" in str(payload.get("format", ""))
+            else f"a {type(payload).__name__} without 'config' and 'state_dict'"
+        )
+        raise ValueError(f"{path} is not a segmenter checkpoint (landcover train-segmenter): "
+                         f"it is {kind}")
     try:
         model = SegmenterConfig(**payload["config"]).build()
         model.load_state_dict(payload["state_dict"])

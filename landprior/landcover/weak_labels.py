@@ -431,7 +431,10 @@ def _same_grid(ref: Any, other: Any, name: str) -> None:
     if ref_crs is not None and other_crs is not None:
         a, b = ref.rio.transform(), other.rio.transform()
         if not np.allclose(tuple(a)[:6], tuple(b)[:6], rtol=0, atol=1e-6 * abs(a.a)):
-            raise ValueError(f"{name} raster transform {b} != NLCD transform {a}; resample first")
+            raise ValueError(
+                f"{name} raster origin ({b.c:.3f}, {b.f:.3f}), pixel {b.a:g} differs from the "
+                f"NLCD grid's ({a.c:.3f}, {a.f:.3f}), pixel {a.a:g}; resample first"
+            )
 
 
 def _nodata_of(da_: Any) -> Any:
@@ -767,6 +770,13 @@ def write_weak_label_geotiff(
         name: None if p is None else _open_layer(p, name, chunk)
         for name, p in (("roads", roads), ("water", water), ("buildings", buildings))
     }
+    for (name, layer), path in zip(layers.items(), (roads, water, buildings), strict=True):
+        if layer is None:
+            continue
+        try:  # blame the companion file, not the NLCD, for its own band count or grid
+            _same_grid(_squeeze_band(nl, "NLCD"), _squeeze_band(layer, name), name)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err} (NLCD: {nlcd})") from None
     try:
         result = weak_label_raster(
             nl, cooccurrence, nlcd_is_raw=nlcd_is_raw, as_uint8=True, **layers, **params

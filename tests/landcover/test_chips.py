@@ -109,7 +109,7 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
         ChipSet.load(tmp_path / "missing.npz")
     broken = tmp_path / "broken.npz"
     broken.write_bytes(b"this is not a zip")
-    with pytest.raises(ValueError, match=r"broken\.npz"):
+    with pytest.raises(ValueError, match=r"broken\.npz is not a chip set"):
         ChipSet.load(broken)
     whole = _chipset().save(tmp_path / "whole.npz")
     truncated = tmp_path / "truncated.npz"
@@ -125,6 +125,9 @@ def test_load_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_validation_errors() -> None:
     cs = _chipset()
+    with pytest.raises(ValueError, match="chips are 0 x 0 pixels"):
+        cs.with_(image=cs.image[:, :, :0, :0], weak=cs.weak[:, :, :0, :0], truth=None,
+                 clusters=None, pseudo=None, pseudo_probs=None)
     with pytest.raises(ValueError, match="'weak' has 2 chips, not 3"):
         cs.with_(weak=cs.weak[:2])
     with pytest.raises(ValueError, match="'offsets' has 2 chips"):

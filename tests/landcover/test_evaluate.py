@@ -190,3 +190,42 @@ def test_one_decimal_rounds_the_csv_text_half_up() -> None:
         "66.9", "47.6", "52.6", "75.8", "100.0", "-0.1"
     ]
     assert one_decimal("") == "-" and one_decimal(float("nan")) == "-"
+
+
+def test_bad_prediction_values_name_the_tile_and_unknown_truth_codes_warn(
+    tiny_root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import shutil
+
+    import rasterio
+
+    ds = EnviroAtlas(shutil.copytree(tiny_root, tmp_path / "ds"))
+    tile = ds.tiles(TARGET_CITY, "test")[0]
+    truth = ds.read_labels(tile)
+    bad = truth.copy()
+    bad[bad != 255] = 4
+    bad[0, 0] = 9  # not a class; pixel (0, 0) must be a scored one
+    assert truth[0, 0] != 255
+    path = tmp_path / "bad.tif"
+    profile = ds.profile(tile, "lc")
+    with rasterio.open(path, "w", driver="GTiff", height=bad.shape[0], width=bad.shape[1],
+                       count=1, dtype="uint8", crs=profile["crs"],
+                       transform=profile["transform"]) as dst:
+        dst.write(bad[None])
+    expected = rf"bad\.tif \(tile {tile.key}\): prediction has labels \[9\]"
+    with pytest.raises(ValueError, match=expected):
+        evaluate_class_maps(ds, {tile: path})
+    # raw label codes outside the EnviroAtlas table: not scored, and said so
+    lc = ds.path(tile, "lc")
+    with rasterio.open(lc) as src:
+        lc_profile, raw = src.profile, src.read()
+    raw[:, :32] = 77
+    with rasterio.open(lc, "w", **lc_profile) as dst:
+        dst.write(raw)
+    perfect = _write(tmp_path / "p.tif", ds.read_labels(tile), ds, tile)
+    with caplog.at_level("WARNING", logger="landprior.landcover.evaluate"):
+        scores = evaluate_class_maps(ds, {tile: perfect})
+    assert scores["accuracy"] == 1.0
+    assert scores["pixels"] == int((ds.read_labels(tile) != 255).sum())
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"tile {tile.key}: {32 * raw.shape[2]} labelled pixels carry codes [77]" in message

@@ -91,6 +91,8 @@ def test_probabilities(tmp_path: Path) -> None:
         assert src.descriptions == tuple(f"p({n})" for n in CLASS_NAMES)
         assert src.overviews(1) == [2]
         assert src.crs.to_epsg() == 26917
+        # band scale 1/255 survives the COG copy: GIS tools show probabilities in [0, 1]
+        assert src.scales == pytest.approx((1 / 255,) * 5) and src.offsets == (0.0,) * 5
         stored = src.read()
     np.testing.assert_array_equal(stored, np.rint(p * 255).astype(np.uint8))
 

@@ -124,6 +124,14 @@ def test_checkpoint_round_trip(tmp_path) -> None:
         load_segmenter(tmp_path / "bad.pt")
     with pytest.raises(FileNotFoundError):
         load_segmenter(tmp_path / "missing.pt")
+    # the other kind of checkpoint, each way round: say what it is
+    from landprior.diffusion.train import CHECKPOINT_FORMAT, load_checkpoint
+
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {}}, tmp_path / "prior.pt")
+    with pytest.raises(ValueError, match=r"prior\.pt is not a segmenter checkpoint.*--prior"):
+        load_segmenter(tmp_path / "prior.pt")
+    with pytest.raises(ValueError, match=r"seg\.pt is a segmenter checkpoint.*not a diffusion"):
+        load_checkpoint(path)
 
 
 @pytest.mark.parametrize("norm", ["group", "batch"])

@@ -282,19 +282,20 @@ def test_real_chesapeake_weak_labels_leave_one_out() -> None:
 
 
 def _write(path: Path, data: np.ndarray, nodata: float | None = None, crs: str = CRS) -> Path:
+    data = data[None] if data.ndim == 2 else data
     with rasterio.open(
         path,
         "w",
         driver="GTiff",
-        height=data.shape[0],
-        width=data.shape[1],
-        count=1,
+        height=data.shape[1],
+        width=data.shape[2],
+        count=data.shape[0],
         dtype=data.dtype,
         crs=crs,
         transform=TRANSFORM,
         nodata=nodata,
     ) as dst:
-        dst.write(data[None])
+        dst.write(data)
     return path
 
 
@@ -332,12 +333,18 @@ def test_write_weak_label_geotiff_bad_input_leaves_nothing(tmp_path: Path) -> No
             tmp_path / "a.tif", nl, random_cooc(), roads=tmp_path / "missing.tif"
         )
     other = _write(tmp_path / "water.tif", np.zeros((64, 64), np.uint8), crs="EPSG:32618")
-    with pytest.raises(ValueError, match=r"nlcd.tif: water raster CRS"):
+    # the error names the companion file that is wrong, not the NLCD
+    with pytest.raises(ValueError, match=r"water\.tif: water raster CRS .*\(NLCD: .*nlcd\.tif\)"):
         write_weak_label_geotiff(tmp_path / "b.tif", nl, random_cooc(), water=other)
+    four = _write(tmp_path / "four.tif", np.zeros((4, 64, 64), np.uint8))
+    with pytest.raises(ValueError, match=r"four\.tif: roads raster has 4 bands"):
+        write_weak_label_geotiff(tmp_path / "d.tif", nl, random_cooc(), roads=four)
     raw = _write(tmp_path / "raw.tif", np.full((64, 64), 41, np.uint8))
     with pytest.raises(ValueError, match="raw codes"):
         write_weak_label_geotiff(tmp_path / "c.tif", raw, random_cooc())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["nlcd.tif", "raw.tif", "water.tif"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "four.tif", "nlcd.tif", "raw.tif", "water.tif"
+    ]
 
 
 def test_cooccurrence_files(tmp_path: Path) -> None:
