@@ -257,6 +257,9 @@ def weak_labels(
         raise click.UsageError("give exactly one of --root (a dataset) or --nlcd (one raster)")
     if root is None and (cities or split or no_osm):
         raise click.UsageError("--city, --split and --no-osm need --root")
+    if root is not None and (roads or water or buildings):
+        raise click.UsageError("--roads, --water and --buildings go with --nlcd; with --root "
+                               "the dataset's own layers are used (--no-osm leaves them out)")
     params: dict[str, object] = {
         "blur_kernel": blur_kernel, "blur_sigma": blur_sigma, "chunk": chunk,
     }  # fmt: skip

@@ -100,7 +100,9 @@ def export_chip_set(
     if unknown:
         raise ValueError(f"unknown chip layers {unknown}; expected some of {CHIP_LAYERS}")
     if out_dir.exists() and not overwrite:
-        raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+        raise FileExistsError(
+            f"{out_dir} exists; replace it with --overwrite (Python: overwrite=True)"
+        )
     maps = {name: _layer_maps(chips, name) for name in layers}
     missing = [name for name, m in maps.items() if m is None]
     for name in missing:

@@ -1026,7 +1026,7 @@ def write_synthetic_dataset(
     root = Path(root)
     if root.exists() and not overwrite and (not root.is_dir() or any(root.iterdir())):
         raise FileExistsError(
-            f"{root} exists and is not empty; pass overwrite=True (--overwrite) to replace it"
+            f"{root} exists and is not empty; replace it with --overwrite (Python: overwrite=True)"
         )
     root.parent.mkdir(parents=True, exist_ok=True)
     layout = Layout.from_manifest("enviroatlas")

@@ -433,6 +433,11 @@ def test_cli_weak_labels(tiny_dataset: Path, tmp_path: Path) -> None:
         main, [*args, "--nlcd", str(dataset.path(tile, "nlcd")), "--out", str(tmp_path / "y")]
     )
     assert both.exit_code != 0 and "exactly one" in both.output
+    ignored = runner.invoke(
+        main, [*args, "--roads", str(dataset.path(tile, "roads")), "--out", str(tmp_path / "z")]
+    )
+    assert ignored.exit_code == 2 and "go with --nlcd" in ignored.output
+    assert not (tmp_path / "z").exists()
 
 
 def test_masks_must_be_zero_one_and_radii_non_negative() -> None:
