@@ -449,6 +449,7 @@ def cluster(
 
     torch.set_num_threads(threads)
     started = time.perf_counter()
+    out.parent.mkdir(parents=True, exist_ok=True)  # as every other command's outputs
     try:
         cluster_geotiff(
             naip, out, factor=factor, chip=chip, batch_size=batch_size, seed=seed,
