@@ -293,6 +293,8 @@ def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
 
     _threads(threads)
     cs = ChipSet.load(chips_path)
+    if len(cs) == 0:
+        raise ValueError(f"{chips_path} holds no chips to cluster")
     z = local_colour_clustering(
         torch.from_numpy(cs.image), n_components=k, radius=radius, iterations=iterations,
         warmup_iterations=warmup_iterations, warmup_radius=warmup_radius,

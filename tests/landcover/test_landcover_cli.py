@@ -254,3 +254,16 @@ def test_prior_quality_prints_one_json_object(pipeline: dict[str, Path]) -> None
     _fails("landcover", "prior-quality", "--checkpoint", pipeline["prior"] / "checkpoint.pt",
            "--data", pipeline["root"], "--city", SOURCE_CITY, "--split", "nosuch",
            match="no split 'nosuch'")
+
+
+def test_cluster_refuses_an_empty_chip_set(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    chips = ChipSet.load(pipeline["clustered"])
+    empty = chips.with_(**{
+        name: getattr(chips, name)[:0]
+        for name in ("image", "weak", "tile_ids", "offsets", "transforms", "truth",
+                     "clusters", "pseudo", "pseudo_probs")
+        if getattr(chips, name) is not None
+    }).save(tmp_path / "empty.npz")
+    result = _run("landcover", "cluster", "--chips", empty, "--out", tmp_path / "out.npz")
+    assert result.exit_code == 1 and "holds no chips to cluster" in result.output
+    assert not (tmp_path / "out.npz").exists()
