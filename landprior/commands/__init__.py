@@ -33,3 +33,25 @@ def device_option(default: str = "auto") -> Callable[[Any], Any]:
         "--device", default=default, show_default=True, callback=_resolve_device,
         help=help_text,
     )
+
+
+def clustering_em_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The local Gaussian-mixture EM options shared by ``data cluster`` and ``landcover
+    cluster`` (one set of ranges and defaults: paper section 4's 15 x 15 windows)."""
+    options = [
+        click.option("--radius", type=click.IntRange(min=0), default=7, show_default=True,
+                     help="EM window radius in model (x1/factor) pixels: 7 -> 15x15."),
+        click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True,
+                     help="EM iterations in all, warm-up included."),
+        click.option("--warmup-iterations", type=click.IntRange(min=0), default=5,
+                     show_default=True,
+                     help="First EM iterations that use --warmup-radius instead of --radius."),
+        click.option("--warmup-radius", type=click.IntRange(min=0), default=15,
+                     show_default=True,
+                     help="EM window radius of the warm-up iterations, in model pixels."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+                     help="Seed of the random initial cluster responsibilities."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import click
 
+from landprior.commands import clustering_em_options
+
 
 @click.group(name="data")
 def group() -> None:
@@ -382,41 +384,7 @@ def weak_labels(
     show_default=True,
     help="Colour clusters K per chip (paper: 5).",
 )
-@click.option(
-    "--radius",
-    type=click.IntRange(min=0),
-    default=7,
-    show_default=True,
-    help="EM window radius in pooled pixels (x1/factor grid): 7 -> 15x15.",
-)
-@click.option(
-    "--iterations",
-    type=click.IntRange(min=0),
-    default=30,
-    show_default=True,
-    help="EM iterations in all, warm-up included.",
-)
-@click.option(
-    "--warmup-iterations",
-    type=click.IntRange(min=0),
-    default=5,
-    show_default=True,
-    help="First EM iterations that use --warmup-radius instead of --radius.",
-)
-@click.option(
-    "--warmup-radius",
-    type=click.IntRange(min=0),
-    default=15,
-    show_default=True,
-    help="EM window radius of the warm-up iterations, in pooled pixels.",
-)
-@click.option(
-    "--seed",
-    type=click.IntRange(min=0),
-    default=0,
-    show_default=True,
-    help="Seed of the random initial cluster responsibilities.",
-)
+@clustering_em_options
 @click.option(
     "--threads",
     type=click.IntRange(min=1),

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from landprior.commands import device_option
+from landprior.commands import clustering_em_options, device_option
 from landprior.commands.diffusion import _PRESET_NAMES
 
 if TYPE_CHECKING:  # torch is imported inside the commands: `--help` stays fast
@@ -271,16 +271,7 @@ def chips(root: Path, city: str, split: str, n_chips: int, size: int, factor: in
 @click.option("--out", required=True, type=_OUT, help="Output chip set with clusters.")
 @click.option("--k", type=click.IntRange(min=2), default=5, show_default=True,
               help="Colour clusters K per chip (paper: 5).")
-@click.option("--radius", type=click.IntRange(min=1), default=7, show_default=True,
-              help="EM window radius in model pixels (the chips' x1/factor grid): 7 -> 15x15.")
-@click.option("--iterations", type=click.IntRange(min=1), default=30, show_default=True,
-              help="EM iterations in all, warm-up included.")
-@click.option("--warmup-iterations", type=click.IntRange(min=0), default=5, show_default=True,
-              help="First EM iterations that use --warmup-radius instead of --radius.")
-@click.option("--warmup-radius", type=click.IntRange(min=1), default=15, show_default=True,
-              help="EM window radius of the warm-up iterations, in model pixels.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Seed of the random initial cluster responsibilities.")
+@clustering_em_options
 @_threads_option
 @_friendly
 def cluster(chips_path: Path, out: Path, k: int, radius: int, iterations: int,
