@@ -12,14 +12,27 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+_UMASK_LOCK = threading.Lock()
+
 
 def _current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
+    """The process umask, read without changing it where the OS allows (threads write too:
+    a set-and-restore racing another thread's could leave the wrong umask behind)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    with _UMASK_LOCK:  # no /proc (macOS): set and restore, serialised among our writers
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 

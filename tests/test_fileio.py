@@ -67,3 +67,16 @@ def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path: Path) -> 
         assert (write_text_atomic("x", tmp_path / "g.md").stat().st_mode & 0o777) == 0o664
     finally:
         os.umask(old)
+
+
+def test_umask_is_read_not_changed() -> None:
+    import os
+
+    from landprior.fileio import _current_umask
+
+    old = os.umask(0o027)
+    try:
+        assert _current_umask() == 0o027
+        assert os.umask(0o027) == 0o027  # still what it was: reading did not reset it
+    finally:
+        os.umask(old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -50,9 +51,13 @@ def _chipset(with_optional: bool = True, seed: int = 0) -> ChipSet:
 @pytest.mark.parametrize("with_optional", [True, False])
 def test_save_load_round_trip(tmp_path: Path, with_optional: bool) -> None:
     cs = _chipset(with_optional)
-    path = cs.save(tmp_path / "sub" / "chips.npz")
+    old_umask = os.umask(0o022)
+    try:
+        path = cs.save(tmp_path / "sub" / "chips.npz")
+    finally:
+        os.umask(old_umask)
     assert path == tmp_path / "sub" / "chips.npz" and path.is_file()
-    assert path.stat().st_mode & 0o044, "readable by group/others under the usual umask"
+    assert path.stat().st_mode & 0o777 == 0o644, "not mkstemp's private 0600"
     back = ChipSet.load(path)
     assert (back.city, back.crs, back.factor) == (cs.city, cs.crs, cs.factor)
     assert isinstance(back.city, str) and isinstance(back.factor, int)
