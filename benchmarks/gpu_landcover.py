@@ -6,7 +6,12 @@ Two steps, so that the GPU machine needs only torch and numpy (no GDAL / rasteri
     .venv/bin/python benchmarks/gpu_landcover.py prepare --out .gpu/landcover
     # 2. on the GPU machine (python with torch; the repository on PYTHONPATH)
     python benchmarks/gpu_landcover.py run --inputs .gpu/landcover --out-dir OUT \
-        [--train-seconds 240]
+        [--train-seconds 240] [--sections prior_paper_scale,pseudolabel_paper] \
+        [--work DIR [--resume]] [--ema-rate 0.9999]
+
+A device command may run 10 minutes, so a longer paper-scale training is several calls on the
+same (warm) machine: each ``--work DIR --resume`` call trains --train-seconds more from DIR's
+checkpoint and measures the prior again (the JSON's ``steps`` is the running total).
 
 ``run`` sections, each written to OUT/gpu_landcover.json as soon as it is done:
   pseudolabel_demo   the demo's prior and settings (200 steps, lr 5e-3, 31 x 31 windows,
@@ -132,7 +137,8 @@ def _accuracy(labels: np.ndarray, truth: np.ndarray) -> float:
 
 
 def _pseudolabel(
-    prior: Path, chips: dict[str, np.ndarray], batch: int, device, steps: int = 200
+    prior: Path, chips: dict[str, np.ndarray], batch: int, device, steps: int = 200,
+    keep: dict[str, np.ndarray] | None = None, name: str = "",
 ) -> dict:
     from landprior.diffusion.train import load_denoiser
     from landprior.landcover.pseudolabel import PseudoLabelConfig, pseudolabel_chips
@@ -147,6 +153,8 @@ def _pseudolabel(
     with Timer() as t:
         labels, _ = pseudolabel_chips(denoiser, schedule, weak, clusters, config, device=device)
     n = len(weak)
+    if keep is not None:
+        keep[name] = labels.numpy().astype(np.uint8)
     return {
         "chips": n, "batch": batch, "label_size": int(weak.shape[-1]), "steps": steps,
         "seconds": round(t.seconds, 2), "chips_per_second": round(n / t.seconds, 2),
@@ -156,7 +164,8 @@ def _pseudolabel(
 
 
 def _train_paper_prior(
-    patches: np.ndarray, out_dir: Path, seconds: float, device, quick: bool = False
+    patches: np.ndarray, out_dir: Path, seconds: float, device, quick: bool = False,
+    ema_rate: float = 0.9999, resume: bool = False,
 ) -> dict:
     from landprior.diffusion.train import TrainConfig, train
     from landprior.diffusion.unet import UNetConfig
@@ -169,13 +178,21 @@ def _train_paper_prior(
     params = sum(p.numel() for p in unet.build().parameters())
 
     def config(steps: int) -> TrainConfig:
-        return TrainConfig(steps=steps, batch_size=32, lr=1e-4, ema_rate=0.9999, seed=0,
+        return TrainConfig(steps=steps, batch_size=32, lr=1e-4, ema_rate=ema_rate, seed=0,
                            hflip=True, vflip=True, checkpoint_every=steps,
                            device=str(device))  # fmt: skip
 
-    warm = 2 if quick else 50
+    start = 0
+    if resume:
+        from landprior.diffusion.train import load_checkpoint
+
+        ckpt_path = out_dir / "checkpoint.pt"
+        if not ckpt_path.is_file():
+            raise SystemExit(f"--resume: {ckpt_path} not found (the machine went cold?)")
+        start = int(load_checkpoint(ckpt_path)["step"])
+    warm = start + (2 if quick else 50)
     with Timer() as t_warm:  # CUDA context, cuDNN autotuning, first checkpoint
-        train(x, unet, config(warm), out_dir, progress=False)
+        train(x, unet, config(warm), out_dir, resume=resume, progress=False)
     probe = 2 if quick else 200
     with Timer() as t_probe:
         train(x, unet, config(warm + probe), out_dir, resume=True, progress=False)
@@ -184,14 +201,17 @@ def _train_paper_prior(
     with Timer() as t_rest:
         result = train(x, unet, config(steps), out_dir, resume=True, progress=False)
     done = steps - warm - probe
-    per_step_steady = t_rest.seconds / max(done, 1)
+    per_step_steady = t_rest.seconds / max(done, 1) if done else per_step
     log = [json.loads(line) for line in (out_dir / "loss.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in log]
     return {
         "preset": unet.name, "parameters": params, "batch": 32, "label_size": 64,
-        "steps": result.step, "seconds_per_step": round(per_step_steady, 4),
+        "lr": 1e-4, "ema_rate": ema_rate, "steps_before": start, "steps": result.step,
+        "train_seconds_this_call": round(t_warm.seconds + t_probe.seconds + t_rest.seconds, 1),
+        "seconds_per_step": round(per_step_steady, 4),
         "paper_100k_steps_hours": round(100_000 * per_step_steady / 3600, 2),
         "loss_first_100": round(float(np.mean(losses[:100])), 4),
+        "loss_this_call_first_100": round(float(np.mean(losses[start:start + 100])), 4),
         "loss_last_100": round(float(np.mean(losses[-100:])), 4),
         "checkpoint": str(result.checkpoint),
     }
@@ -229,11 +249,22 @@ def _segmenter(device, quick: bool = False) -> dict:
     return out
 
 
+SECTIONS = ("pseudolabel_demo", "prior_paper_scale", "pseudolabel_paper", "segmenter")
+
+
 def run(args: argparse.Namespace) -> None:
     from landprior.devices import resolve_device
     from landprior.landcover.prior import prior_quality
 
     device = resolve_device(args.device)
+    sections = [name.strip() for name in args.sections.split(",") if name.strip()]
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"--sections: unknown {unknown}; expected some of {list(SECTIONS)}")
+    if "pseudolabel_paper" in sections and "prior_paper_scale" not in sections:
+        raise SystemExit("--sections: pseudolabel_paper needs prior_paper_scale (its prior)")
+    if args.resume and args.work is None:
+        raise SystemExit("--resume needs --work (the folder of the run to continue)")
     inputs: Path = args.inputs
     missing = [name for name in INPUTS if not (inputs / name).is_file()]
     if missing:
@@ -252,34 +283,44 @@ def run(args: argparse.Namespace) -> None:
     demo_prior = inputs / INPUTS[0]
     quick = args.quick
     steps = 4 if quick else 200
-    chips32 = _chips(inputs / INPUTS[1])
-    if quick:
-        chips32 = {k: v[:8] for k, v in chips32.items()}
-    report["pseudolabel_demo"] = [_pseudolabel(demo_prior, chips32, b, device, steps)
-                                  for b in (len(chips32["weak"]), 32)]  # fmt: skip
-    save()
+    if "pseudolabel_demo" in sections:
+        chips32 = _chips(inputs / INPUTS[1])
+        if quick:
+            chips32 = {k: v[:8] for k, v in chips32.items()}
+        report["pseudolabel_demo"] = [_pseudolabel(demo_prior, chips32, b, device, steps)
+                                      for b in (len(chips32["weak"]), 32)]  # fmt: skip
+        save()
 
-    patches = np.load(inputs / INPUTS[2])
-    work = Path(args.work or tempfile.mkdtemp(prefix="paper-prior-"))
-    section = _train_paper_prior(patches["train"], work, args.train_seconds, device, quick)
-    ckpt = Path(section.pop("checkpoint"))
-    heldout = patches["heldout"][:8] if quick else patches["heldout"]
-    quality = prior_quality(ckpt, heldout, n_samples=4 if quick else 64, seed=0, device=device,
-                            samples_png=out_dir / "paper_prior_samples.png")  # fmt: skip
-    section["quality"] = {k: v for k, v in quality.items() if k not in ("checkpoint",)}
-    report["prior_paper_scale"] = section
-    save()
+    if "prior_paper_scale" in sections:
+        patches = np.load(inputs / INPUTS[2])
+        work = Path(args.work or tempfile.mkdtemp(prefix="paper-prior-"))
+        work.mkdir(parents=True, exist_ok=True)
+        section = _train_paper_prior(patches["train"], work, args.train_seconds, device, quick,
+                                     ema_rate=args.ema_rate, resume=args.resume)  # fmt: skip
+        ckpt = Path(section.pop("checkpoint"))
+        heldout = patches["heldout"][:8] if quick else patches["heldout"]
+        quality = prior_quality(ckpt, heldout, n_samples=4 if quick else 64, seed=0,
+                                device=device,
+                                samples_png=out_dir / "paper_prior_samples.png")  # fmt: skip
+        section["quality"] = {k: v for k, v in quality.items() if k not in ("checkpoint",)}
+        report["prior_paper_scale"] = section
+        save()
 
-    chips64 = _chips(inputs / INPUTS[3])
-    if quick:
-        chips64 = {k: v[:4] for k, v in chips64.items()}
-    report["pseudolabel_paper"] = {
-        "paper_prior": _pseudolabel(ckpt, chips64, 64, device, steps),
-        "demo_prior": _pseudolabel(demo_prior, chips64, 64, device, steps),
-    }
-    save()
-    report["segmenter"] = _segmenter(device, quick)
-    save()
+    if "pseudolabel_paper" in sections:
+        chips64 = _chips(inputs / INPUTS[3])
+        if quick:
+            chips64 = {k: v[:4] for k, v in chips64.items()}
+        labels: dict[str, np.ndarray] = {}
+        report["pseudolabel_paper"] = {
+            name: _pseudolabel(prior, chips64, 64, device, steps, labels, name)
+            for name, prior in (("paper_prior", ckpt), ("demo_prior", demo_prior))
+        }
+        # the labels themselves, for a CPU-side look (same chip order as the inputs)
+        np.savez_compressed(out_dir / "pseudolabels_paper.npz", **labels)
+        save()
+    if "segmenter" in sections:
+        report["segmenter"] = _segmenter(device, quick)
+        save()
     print(json.dumps(report, indent=2))
 
 
@@ -297,6 +338,12 @@ def main() -> None:
     r.add_argument("--out-dir", type=Path, required=True)
     r.add_argument("--train-seconds", type=float, default=240.0)
     r.add_argument("--work", type=Path, default=None, help="Prior run folder (default: temp).")
+    r.add_argument("--resume", action="store_true",
+                   help="Continue the prior run in --work for --train-seconds more.")
+    r.add_argument("--ema-rate", type=float, default=0.9999,
+                   help="EMA rate of the paper-scale prior (the paper's code keeps no EMA).")
+    r.add_argument("--sections", default=",".join(SECTIONS),
+                   help=f"Comma-separated sections to run (default: all of {', '.join(SECTIONS)}).")
     r.add_argument("--device", default="auto")
     r.add_argument("--quick", action="store_true", help="Tiny smoke run of every section.")
     args = parser.parse_args()
