@@ -14,6 +14,7 @@ from landprior.diffusion.train import TrainConfig, TrainResult, load_denoiser
 from landprior.diffusion.unet import UNetConfig
 from landprior.landcover.enviroatlas import EnviroAtlas
 from landprior.landcover.prior import (
+    OneHotLabelPatches,
     labels_to_x,
     prior_quality,
     sample_label_grid,
@@ -94,6 +95,33 @@ def test_train_label_prior_writes_a_checkpoint(trained_prior: Trained) -> None:
     with torch.no_grad():
         eps = denoiser(x, torch.tensor([10, 500]))
     assert eps.shape == x.shape
+
+
+def test_one_hot_label_patches_serve_labels_to_x_per_patch() -> None:
+    rng = np.random.default_rng(0)
+    patches = rng.integers(0, 5, (7, 6, 6)).astype(np.uint8)
+    patches[2, :2, :3] = 255
+    served = OneHotLabelPatches(patches)
+    assert len(served) == 7
+    np.testing.assert_array_equal(np.stack([served[i] for i in range(7)]), labels_to_x(patches))
+    assert served[0].dtype == np.float32 and served.patches.dtype == np.uint8
+    with pytest.raises(ValueError, match="reach class 5 >= 5"):
+        OneHotLabelPatches(np.array([[[0, 5]]], dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"\(N, h, w\)"):
+        OneHotLabelPatches(np.zeros((4, 4), np.uint8))
+
+
+def test_train_label_prior_matches_training_on_the_one_hot_tensor(
+    trained_prior: Trained, tmp_path: Path
+) -> None:
+    """Serving uint8 patches one-hot per batch changes memory, not the training run."""
+    from landprior.diffusion.train import train
+
+    patches, _, result = trained_prior
+    config = TrainConfig(steps=3, batch_size=4, lr=1e-3, ema_rate=0.9, checkpoint_every=2)
+    x = torch.from_numpy(labels_to_x(patches))
+    dense = train(x, TINY_PRIOR, config, tmp_path, progress=False)
+    assert dense.losses == result.losses
 
 
 def test_train_label_prior_resumes_and_refuses_wrong_classes(
