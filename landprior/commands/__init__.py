@@ -7,6 +7,9 @@ from typing import Any
 
 import click
 
+DEVICE_HELP = "torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
+"""Help of every ``--device`` whose default is ``auto`` (or None, which means auto)."""
+
 
 def _resolve_device(ctx: click.Context, param: click.Parameter, value: str) -> Any:
     from landprior.devices import resolve_device  # imports torch: not at --help time
@@ -17,8 +20,19 @@ def _resolve_device(ctx: click.Context, param: click.Parameter, value: str) -> A
         raise click.BadParameter(str(err), ctx=ctx, param=param) from err
 
 
-DEVICE_HELP = "torch device: auto (CUDA when present, else CPU), cpu, cuda or cuda:N."
-"""Help of every ``--device`` whose default is ``auto`` (or None, which means auto)."""
+def _check_device_name(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+    """Like :func:`_resolve_device`, but keep the name (None: auto), which a training run
+    stores in its checkpoint (and compares on resume)."""
+    if value is not None:
+        _resolve_device(ctx, param, value)
+    return value
+
+
+def train_device_option(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``--device`` of the training commands: checked when the command starts (CUDA asked
+    for where there is none is a usage error before the data are loaded), passed on by name."""
+    return click.option("--device", default=None, show_default="auto", help=DEVICE_HELP,
+                        callback=_check_device_name)(fn)
 
 
 def device_option(default: str = "auto") -> Callable[[Any], Any]:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from landprior.commands import DEVICE_HELP, device_option
+from landprior.commands import device_option, train_device_option
 
 if TYPE_CHECKING:
     import torch
@@ -100,7 +100,7 @@ def resume_options(func: Any) -> Any:
               help="Diffusion steps T.")
 @click.option("--hflip", is_flag=True, help="Random left-right flips.")
 @click.option("--vflip", is_flag=True, help="Random up-down flips.")
-@click.option("--device", default=None, show_default="auto", help=DEVICE_HELP)
+@train_device_option
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads (default: torch's choice).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import numpy as np
 
-from landprior.commands import DEVICE_HELP, device_option
+from landprior.commands import device_option, train_device_option
 from landprior.commands.diffusion import resume_options
 
 if TYPE_CHECKING:
@@ -581,7 +581,7 @@ def solve(
     default=None,
     help="torch CPU threads (default: torch's choice).",
 )
-@click.option("--device", default=None, show_default="auto", help=DEVICE_HELP)
+@train_device_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_solver_options
 def train_prior(
