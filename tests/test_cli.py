@@ -51,3 +51,61 @@ def test_every_device_option_is_checked_before_any_work(path: tuple[str, ...]) -
     result = CliRunner().invoke(main, [*path, "--device", "gpu0"])
     assert result.exit_code == 2, result.output
     assert "unknown device 'gpu0'" in result.output
+
+
+def test_ctrl_c_ends_a_training_run_with_130_and_a_resumable_checkpoint(tmp_path) -> None:
+    """SIGINT mid-run (a real process): exit 130 with one line, no temporary files left, and
+    the run resumes from its last checkpoint with a contiguous loss log."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    data = tmp_path / "images.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (16, 1, 8, 8), dtype=np.uint8))
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "landprior", "diffusion", "train", "--data", str(data),
+            "--preset", "tiny", "--batch-size", "2", "--checkpoint-every", "5", "--out",
+            str(out), "--no-progress", "--device", "cpu", "--threads", "1"]  # fmt: skip
+    proc = subprocess.Popen([*args, "--steps", "1000000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and proc.poll() is None:
+            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.05)
+        time.sleep(0.3)  # mid-run, between checkpoints or inside one
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "Interrupted." and "Traceback" not in err
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "loss.jsonl"]
+
+    import torch
+
+    step = int(torch.load(out / "checkpoint.pt", weights_only=False)["step"])
+    done = subprocess.run([*args, "--steps", str(step + 3), "--resume"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    steps = [json.loads(line)["step"] for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, step + 4))
+
+
+def test_rasterio_debug_logs_appear_only_at_vvv(tmp_path) -> None:
+    """-vv is landprior's debug output; rasterio/GDAL's internals join only at -vvv."""
+    import subprocess
+    import sys
+
+    def rasterio_debug_lines(flag: str) -> int:
+        cmd = [sys.executable, "-m", "landprior", flag, "data", "info", str(tmp_path)]
+        run = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 1 and "no spatial_index.geojson" in run.stderr  # empty folder
+        return sum(" DEBUG rasterio" in line for line in run.stderr.splitlines())
+
+    assert rasterio_debug_lines("-vv") == 0
+    assert rasterio_debug_lines("-vvv") > 0
