@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,8 @@ from landprior.commands.diffusion import _PRESET_NAMES
 
 if TYPE_CHECKING:  # torch is imported inside the commands: `--help` stays fast
     import torch
+
+log = logging.getLogger(__name__)
 
 _DATA = click.Path(exists=True, file_okay=False, path_type=Path)
 _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -195,6 +198,9 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
 @click.option("--city", required=True, help="Source city id (its held-out labels are used).")
 @click.option("--split", default="test", show_default=True,
               help="Tile split to draw the held-out label patches from.")
+@click.option("--train-split", default="train", show_default=True,
+              help="Split the prior was trained on: the samples' class mix is also compared "
+                   "with --patches patches of it (skipped when the city has no such tiles).")
 @click.option("--patches", type=click.IntRange(min=1), default=256, show_default=True,
               help="Held-out label patches for the denoising accuracy.")
 @click.option("--samples", type=click.IntRange(min=1), default=64, show_default=True,
@@ -208,9 +214,10 @@ def install_prior(checkpoint: Path, root: Path, city: str, out: Path, patch_size
 @_threads_option
 @_device_option
 @_friendly
-def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, patches: int,
-                      samples: int, patch_size: int, factor: int, mapping: str, seed: int,
-                      samples_png: Path | None, threads: int | None, device: torch.device) -> None:
+def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, train_split: str,
+                      patches: int, samples: int, patch_size: int, factor: int, mapping: str,
+                      seed: int, samples_png: Path | None, threads: int | None,
+                      device: torch.device) -> None:
     """How well a label prior knows the source city's layouts (one JSON object).
 
     Denoising accuracy of held-out label patches from t = 400 and 700, and class
@@ -222,13 +229,24 @@ def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, patch
     from landprior.landcover.prior import prior_quality, source_label_patches
 
     _threads(threads)
+    dataset = EnviroAtlas(root)
     held_out = source_label_patches(
-        EnviroAtlas(root), city, patches, splits=(split,), size=patch_size, factor=factor,
+        dataset, city, patches, splits=(split,), size=patch_size, factor=factor,
         mapping=mapping, seed=seed,  # type: ignore[arg-type]
     )
+    train = None
+    if train_split in dataset.splits(city):
+        train = source_label_patches(
+            dataset, city, patches, splits=(train_split,), size=patch_size, factor=factor,
+            mapping=mapping, seed=seed,  # type: ignore[arg-type]
+        )
+    else:
+        log.warning("%s has no %r tiles: the samples are compared with the held-out patches "
+                    "only", city, train_split)
     result = prior_quality(checkpoint, held_out, n_samples=samples, seed=seed,
-                           samples_png=samples_png, device=device)  # fmt: skip
-    result.update(city=city, split=split)
+                           samples_png=samples_png, device=device,
+                           train_patches=train)  # fmt: skip
+    result.update(city=city, split=split, train_split=train_split if train is not None else None)
     click.echo(json.dumps(result, indent=2))
 
 

@@ -218,6 +218,7 @@ def prior_quality(
     batch_size: int = 64,
     samples_png: str | Path | None = None,
     device: torch.device | str = "cpu",
+    train_patches: np.ndarray | None = None,
 ) -> dict[str, object]:
     """How well a label prior knows the layouts of ``patches`` (N, h, w) uint8 (held-out).
 
@@ -226,7 +227,10 @@ def prior_quality(
     * ``samples``: ``n_samples`` unconditional DDPM samples (argmax): class frequencies
       next to the patches' and their total-variation distance, and the share of
       4-neighbour pixel pairs of the same class (layout smoothness) for both
-      (left out when ``n_samples`` is 0).
+      (left out when ``n_samples`` is 0). ``train_patches`` (patches of the data the prior
+      was trained on) adds their class frequencies and the samples' distance to them: a
+      held-out tile can hold another class mix than the training tiles, and a faithful
+      prior follows the training data.
 
     ``samples_png``: also draw up to 16 of those samples below real patches
     (the :func:`sample_label_grid` layout) - no second sampling run.
@@ -278,6 +282,12 @@ def prior_quality(
             _same_class_neighbour_fraction(np.asarray(patches)), 4
         ),
     }
+    if train_patches is not None:
+        train_freq = _class_frequencies(np.asarray(train_patches), channels)
+        out["samples"]["train_class_frequencies"] = [round(float(v), 4) for v in train_freq]
+        out["samples"]["train_class_frequency_tv"] = round(
+            float(0.5 * np.abs(sample_freq - train_freq).sum()), 4
+        )
     return out
 
 

@@ -251,6 +251,15 @@ def test_prior_quality_prints_one_json_object(pipeline: dict[str, Path]) -> None
     assert result["n_patches"] == 4 and result["city"] == SOURCE_CITY
     assert 0 <= result["denoise_accuracy_t400"] <= 1 and 0 <= result["denoise_accuracy_t700"] <= 1
     assert result["samples"]["n"] == 2 and len(result["samples"]["class_frequencies"]) == 5
+    # the samples are also compared with the training split's class mix (the default "train")
+    assert result["train_split"] == "train"
+    assert len(result["samples"]["train_class_frequencies"]) == 5
+    assert 0 <= result["samples"]["train_class_frequency_tv"] <= 1
+    alone = json.loads(_ok("landcover", "prior-quality", "--checkpoint",
+                           pipeline["prior"] / "checkpoint.pt", "--data", pipeline["root"],
+                           "--city", SOURCE_CITY, "--train-split", "nosuch", "--patches", "2",
+                           "--samples", "1", "--patch-size", "32", "--threads", "1").output)
+    assert alone["train_split"] is None and "train_class_frequencies" not in alone["samples"]
     _fails("landcover", "prior-quality", "--checkpoint", pipeline["prior"] / "checkpoint.pt",
            "--data", pipeline["root"], "--city", SOURCE_CITY, "--split", "nosuch",
            match="no split 'nosuch'")

@@ -201,6 +201,11 @@ def test_prior_quality_reports_denoising_and_sample_statistics(trained_prior: Tr
     constant = prior_quality(result.checkpoint, np.full((2, 8, 8), 3, np.uint8), n_samples=1)
     assert constant["samples"]["data_same_class_neighbours"] == 1.0
     assert constant["samples"]["data_class_frequencies"] == [0.0, 0.0, 0.0, 1.0, 0.0]
+    train = np.full((2, 8, 8), 1, np.uint8)
+    both = prior_quality(result.checkpoint, patches, n_samples=2, train_patches=train)["samples"]
+    assert both["train_class_frequencies"] == [0.0, 1.0, 0.0, 0.0, 0.0]
+    tv = 0.5 * np.abs(np.array(both["class_frequencies"]) - [0, 1, 0, 0, 0]).sum()
+    assert both["train_class_frequency_tv"] == pytest.approx(tv, abs=1e-3)
     assert "samples" not in prior_quality(result.checkpoint, patches, n_samples=0)
     with pytest.raises(ValueError, match="samples_png needs n_samples"):
         prior_quality(result.checkpoint, patches, n_samples=0, samples_png="x.png")
