@@ -114,9 +114,12 @@ def main() -> None:
         "repeats": args.repeats,
         "algorithm1_steps_per_s": round(rate("engine", 0), 3),
         "denoiser_fwd_bwd_per_s": round(rate("bare", 0), 3),
+        "algorithm1_steps_per_cpu_s": round(rate("engine", 1), 3),
+        "denoiser_fwd_bwd_per_cpu_s": round(rate("bare", 1), 3),
         "overhead_pct": overhead(1),
-        "overhead_note": "from process CPU time (medians), robust to other processes' load; "
-                         "wall-clock figures below",
+        "overhead_note": "from process CPU time (medians: the *_per_cpu_s rates), robust to "
+                         "other processes' load; the *_per_s rates and the figures below are "
+                         "wall-clock",
         "wall": {
             "overhead_pct_median": overhead(0),
             "overhead_pct_best": overhead(0, min),

@@ -19,7 +19,7 @@ leaky weak labels, to separate what the implementation does from what the weak l
 It needs a finished ``make demo`` (``--results``, default ``results/``): the prior
 (``prior/checkpoint.pt``), the source model (``segmenter/source_image.pt``), the source chips
 and ``metrics.csv`` for the honest rows printed next to the leaky ones. Each city takes
-about 8 minutes on one thread (mostly the 128-chip pseudo-labelling). Settings come from
+about 5-8 minutes on one thread (mostly the 128-chip pseudo-labelling). Settings come from
 ``pipelines/config/demo.yaml``. Work files go to ``--work`` (default a temporary folder).
 """
 

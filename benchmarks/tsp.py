@@ -3,7 +3,7 @@
 Prints one JSON object to stdout (progress goes to the log on stderr)::
 
     .venv/bin/python benchmarks/tsp.py            # full run, a few minutes on 2 cores
-    .venv/bin/python benchmarks/tsp.py --quick    # smaller counts, well under a minute
+    .venv/bin/python benchmarks/tsp.py --quick    # smaller counts, about a minute (2 cores)
 
 Sections:
   two_opt      batched 2-opt (landprior.tasks.tsp.extract.two_opt: the compiled numba kernel
@@ -21,11 +21,12 @@ Sections:
                10x longer budget; on TSPLIB the gap to the file's optimal tours.
   render       f(A): raster precomputation per instance, memory, forward + backward time.
   diffusion    the whole diffusion solve (landprior.tasks.tsp.diffuse.solve: rasters, Algorithm 1
-               on L through the shared engine, greedy + 2-opt) at 256 and 50 steps: instances
-               per second on CPU and the time split. Without --checkpoint it runs an UNTRAINED
-               `tsp-cpu` U-Net (random weights): the figures are speed only and its tours
-               mean nothing. With --checkpoint (a trained prior) it also reports length, gap
-               to the reference tours and the 2-opt-alone baseline on the same instances.
+               on L through the shared engine, greedy + 2-opt) at 256 and 50 steps (--quick:
+               20 and 5): instances per second on CPU and the time split. Without
+               --checkpoint it runs an UNTRAINED `tsp-cpu` U-Net (random weights): the figures
+               are speed only and its tours mean nothing. With --checkpoint (a trained prior)
+               it also reports length, gap to the reference tours and the 2-opt-alone baseline
+               on the same instances.
   samples      best-of-K on ONE instance (``solve_instances`` with ``samples=K``, the K runs
                batched) against the same K seeds solved one call after another (what
                ``--samples`` did before): seconds and speed-up; the K tours are checked equal.
@@ -408,6 +409,9 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads [default: min(2, cpu count)]"
     )
     args = parser.parse_args(argv)
+    if args.checkpoint is not None and not args.checkpoint.exists():
+        parser.error(f"--checkpoint {args.checkpoint} not found (the shipped TSP priors are "
+                     "models/tsp/tsp50-cpu.pt and tsp100-cpu.pt)")
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(message)s")
     if args.quick:
         args.two_opt_batch, args.python_instances = 32, 4
@@ -425,8 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         "reference": lambda: [bench_reference(n, 8 if args.quick else 40) for n in (50, 100)],
         "render": lambda: [bench_render(n, b) for n, b in ((50, 16), (100, 8), (200, 2))],
         "diffusion": lambda: [
-            bench_diffusion(n, args.diffusion_count, [256, 50], args.diffusion_batch,
-                            args.checkpoint, cache)
+            bench_diffusion(n, args.diffusion_count, [20, 5] if args.quick else [256, 50],
+                            args.diffusion_batch, args.checkpoint, cache)
             for n in ((50,) if args.quick else (50, 100))
         ],
         "samples": lambda: bench_samples(50, 4 if args.quick else 16, 10 if args.quick else 50,
