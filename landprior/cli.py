@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import click
 
@@ -26,9 +27,10 @@ class _FriendlyGroup(click.Group):
         except OSError as exc:
             logging.getLogger("landprior").debug("file-system error", exc_info=True)
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-        except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:
+            # a training run stopped by a signal has checkpointed: say where it stands
+            click.echo(f"Interrupted: {exc}" if str(exc) else "Interrupted.", err=True)
+            ctx.exit(128 + getattr(exc, "signum", signal.SIGINT))
 
 
 @click.group(cls=_FriendlyGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -53,9 +53,12 @@ def test_every_device_option_is_checked_before_any_work(path: tuple[str, ...]) -
     assert "unknown device 'gpu0'" in result.output
 
 
-def test_ctrl_c_ends_a_training_run_with_130_and_a_resumable_checkpoint(tmp_path) -> None:
-    """SIGINT mid-run (a real process): exit 130 with one line, no temporary files left, and
-    the run resumes from its last checkpoint with a contiguous loss log."""
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_stops_training_after_the_step_with_a_checkpoint(tmp_path, signame: str,
+                                                                 code: int) -> None:
+    """Ctrl-C (SIGINT) or a scheduler's SIGTERM mid-run, in a real process, far from any
+    periodic checkpoint: the run finishes its step, checkpoints it, exits 128 + signum with
+    one line naming the step, leaves no temporary files, and resumes with a contiguous log."""
     import json
     import signal
     import subprocess
@@ -63,32 +66,35 @@ def test_ctrl_c_ends_a_training_run_with_130_and_a_resumable_checkpoint(tmp_path
     import time
 
     import numpy as np
+    import torch
 
     data = tmp_path / "images.npy"
     np.save(data, np.random.default_rng(0).integers(0, 256, (16, 1, 8, 8), dtype=np.uint8))
     out = tmp_path / "run"
     args = [sys.executable, "-m", "landprior", "diffusion", "train", "--data", str(data),
-            "--preset", "tiny", "--batch-size", "2", "--checkpoint-every", "5", "--out",
+            "--preset", "tiny", "--batch-size", "2", "--checkpoint-every", "1000000", "--out",
             str(out), "--no-progress", "--device", "cpu", "--threads", "1"]  # fmt: skip
     proc = subprocess.Popen([*args, "--steps", "1000000"], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 120
-        while not (out / "checkpoint.pt").exists() and proc.poll() is None:
-            assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        while not out.exists() and proc.poll() is None:  # made once the inputs are checked
+            assert time.monotonic() < deadline, "no run folder within 120 s"
             time.sleep(0.05)
-        time.sleep(0.3)  # mid-run, between checkpoints or inside one
-        proc.send_signal(signal.SIGINT)
+        time.sleep(1.5)  # inside the training loop, many steps from a periodic checkpoint
+        proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "Interrupted." and "Traceback" not in err
+    assert proc.returncode == code, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"Interrupted: stopped by {signame} at step ") and "Traceback" not in err
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "loss.jsonl"]
-
-    import torch
-
     step = int(torch.load(out / "checkpoint.pt", weights_only=False)["step"])
+    assert step > 1 and f"at step {step};" in last
+    logged = [json.loads(line)["step"] for line in (out / "loss.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, step + 1))
+
     done = subprocess.run([*args, "--steps", str(step + 3), "--resume"], capture_output=True,
                           text=True, timeout=300)  # fmt: skip
     assert done.returncode == 0, done.stderr

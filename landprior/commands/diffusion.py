@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,12 +23,27 @@ def group() -> None:
 
 def _load_array(path: Path, key: str | None) -> Any:
     """(N, C, H, W) or (N, H, W) array from .npy (memory-mapped) or .npz."""
+    suffix = path.suffix.lower()
+    if suffix not in (".npy", ".npz"):
+        raise click.BadParameter(f"expected a .npy or .npz file, got {path.name}",
+                                 param_hint="--data")
+    try:
+        return _read_array(path, suffix, key)
+    except (ValueError, EOFError, OSError, zipfile.BadZipFile) as err:
+        if isinstance(err, click.BadParameter):
+            raise
+        raise click.BadParameter(
+            f"{path} is not a readable numeric {suffix} array ({type(err).__name__}: {err})",
+            param_hint="--data",
+        ) from err
+
+
+def _read_array(path: Path, suffix: str, key: str | None) -> Any:
     import numpy as np
 
-    suffix = path.suffix.lower()
     if suffix == ".npy":
-        arr = np.load(path, mmap_mode="r")
-    elif suffix == ".npz":
+        arr = np.load(path, mmap_mode="r")  # object arrays cannot be memory-mapped: refused
+    else:
         with np.load(path) as archive:
             names = list(archive.files)
             if key is None:
@@ -44,9 +60,12 @@ def _load_array(path: Path, key: str | None) -> Any:
                 raise click.BadParameter(f"{path} has no array {key!r}; it holds {names}",
                                          param_hint="--key")
             arr = archive[key]
-    else:
-        raise click.BadParameter(f"expected a .npy or .npz file, got {path.name}",
-                                 param_hint="--data")
+    if arr.dtype.kind not in "uif":
+        raise click.BadParameter(
+            f"{path} holds {arr.dtype} data; expected numbers (uint8 in [0, 255] or float in "
+            "[-1, 1])",
+            param_hint="--data",
+        )
     if arr.ndim == 3:
         arr = arr[:, None]
     if arr.ndim != 4:
@@ -157,7 +176,10 @@ def train_cmd(
             resume=resume, init_from=init_from, progress=not no_progress,
         )  # fmt: skip
     except (ValueError, FileExistsError) as err:
-        raise click.ClickException(str(err)) from err
+        message = str(err)
+        if message.startswith("training data"):  # name the file the user gave
+            message = f"{data_path}: {message}"
+        raise click.ClickException(message) from err
     last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
     click.echo(f"step {result.step}: last loss {last}; checkpoint {result.checkpoint}")
 

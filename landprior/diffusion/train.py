@@ -23,6 +23,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +138,50 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------- data
+class TrainingInterrupted(KeyboardInterrupt):
+    """A run stopped by SIGINT / SIGTERM after checkpointing its last finished step.
+
+    ``signum`` is the signal (the CLI exits with 128 + signum: 130 for Ctrl-C, 143 for a
+    scheduler's SIGTERM).
+    """
+
+    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
+        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; "
+                         f"{checkpoint} holds it (resume continues from there)")  # fmt: skip
+        self.signum, self.step, self.checkpoint = signum, step, checkpoint
+
+
+class _StopOnSignal:
+    """While training: SIGINT / SIGTERM ask the loop to stop after the current step (which
+    then checkpoints), instead of killing it mid-step - a step half-applied to the weights
+    cannot be saved, and every step since the last checkpoint would be lost. A second signal
+    stops at once. Signal handlers exist only in the main thread; elsewhere this is a no-op.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> _StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is not None:
+            self.__exit__()
+            raise KeyboardInterrupt
+        self.signum = signum
+        log.warning("%s: stopping after this step and saving a checkpoint (again: stop now)",
+                    signal.Signals(signum).name)
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous = {}
+
+
 class _BatchSource:
     """Random batches from a tensor / array (N, C, H, W), optional labels, or a Dataset.
 
@@ -155,6 +201,7 @@ class _BatchSource:
                 )
             self.array = data
             self.n = int(data.shape[0])
+            self._check_all(data)
         elif hasattr(data, "__getitem__") and hasattr(data, "__len__"):
             self.dataset = data
             self.n = len(data)
@@ -172,6 +219,32 @@ class _BatchSource:
                 raise ValueError(
                     f"labels must have shape ({self.n},) to match the images, got "
                     f"{tuple(self.labels.shape)}"
+                )
+
+    @staticmethod
+    def _check_all(data: Tensor | np.ndarray, chunk: int = 1024) -> None:
+        """Check every image once, before training (a bad image found by a batch draw would
+        stop a long run part-way): finite, and in [-1, 1] unless uint8. Chunked, so a memmap
+        is not read into memory whole."""
+        if data.dtype in (torch.uint8, np.uint8):
+            return
+        for lo in range(0, int(data.shape[0]), chunk):
+            part = data[lo : lo + chunk]
+            rows = part if isinstance(part, Tensor) else torch.from_numpy(np.array(part))
+            if rows.is_complex() or rows.dtype == torch.bool:
+                raise ValueError(f"training data must be real numbers, got dtype {rows.dtype}")
+            rows = rows.float()
+            bad = ~torch.isfinite(rows).flatten(1).all(dim=1)
+            if bad.any():
+                first = lo + int(bad.nonzero()[0])
+                raise ValueError(f"training data contain NaN or inf (image {first} is the first)")
+            out = (rows.abs() > 1 + _RANGE_TOL).flatten(1).any(dim=1)
+            if out.any():
+                first = lo + int(out.nonzero()[0])
+                lo_v, hi_v = torch.aminmax(rows[first - lo])
+                raise ValueError(
+                    f"training data must lie in [-1, 1] (or be uint8 in [0, 255]); image {first} "
+                    f"holds values in [{float(lo_v):.4g}, {float(hi_v):.4g}]"
                 )
 
     @staticmethod
@@ -405,9 +478,11 @@ def _resolve_unet(unet: UNetConfig | str) -> UNetConfig:
 def _check_same_unet(ckpt: Mapping[str, Any], unet_config: UNetConfig, what: str) -> None:
     saved = UNetConfig.from_dict(ckpt["unet_config"])
     if saved != unet_config:
+        old, now = saved.to_dict(), unet_config.to_dict()
+        keys = sorted(k for k in set(old) | set(now) if old.get(k) != now.get(k))
+        diff = ", ".join(f"{k} {old.get(k)!r} vs {now.get(k)!r}" for k in keys)
         raise ValueError(
-            f"{what}: it was trained with U-Net config {saved.to_dict()}, this run uses "
-            f"{unet_config.to_dict()}"
+            f"{what}: its U-Net differs from this run's (checkpoint vs this run: {diff})"
         )
 
 
@@ -469,7 +544,6 @@ def train(
     """
     unet_config = _resolve_unet(unet)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / CHECKPOINT_NAME
     log_path = out_dir / LOSS_LOG_NAME
     if ckpt_path.exists() and not resume:
@@ -477,13 +551,25 @@ def train(
             f"{ckpt_path} already exists; pass resume=True (--resume) to continue that run or "
             "choose another output folder"
         )
+    if resume and not ckpt_path.exists():
+        log.warning("resume asked for, but %s holds no checkpoint: starting a new run", out_dir)
+    # every input is checked before the run folder is made: a refused run leaves nothing
     source = _BatchSource(data, labels)
     conditional = unet_config.num_classes is not None
     if conditional and source.labels is None and source.dataset is None:
         raise ValueError(
             f"the network is class-conditional ({unet_config.num_classes} classes); give labels"
         )
+    first, _ = source.get(torch.zeros(1, dtype=torch.long))
+    if first.shape[1] != unet_config.in_channels:
+        raise ValueError(
+            f"training data have {first.shape[1]} channels, the U-Net expects "
+            f"in_channels={unet_config.in_channels} (image shape {tuple(first.shape[1:])})"
+        )
     device = resolve_device(config.device)
+    if init_from is not None and not (resume and ckpt_path.exists()):
+        check_init_from(init_from, unet_config)
+    out_dir.mkdir(parents=True, exist_ok=True)
     schedule = config.make_schedule()
     T = schedule.num_timesteps
     if unet_config.learn_sigma:
@@ -562,7 +648,7 @@ def train(
         bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train")
         started = time.perf_counter()
         step = start
-        with bar, open(log_path, "a", encoding="utf-8") as log_file:
+        with _StopOnSignal() as stop, bar, open(log_path, "a", encoding="utf-8") as log_file:
             for step in range(start + 1, config.steps + 1):
                 idx = torch.randint(source.n, (config.batch_size,), generator=generator)
                 x0, y = source.get(idx)
@@ -623,6 +709,13 @@ def train(
                 if step % config.checkpoint_every == 0 or step == config.steps:
                     log_file.flush()
                     save(step)
+                elif stop.signum is not None:
+                    log_file.flush()
+                    save(step)
+                if stop.signum is not None and step < config.steps:
+                    interrupted = TrainingInterrupted(stop.signum, step, ckpt_path)
+                    log.warning("%s", interrupted)
+                    raise interrupted
         if step == start and start > 0:
             log.info("%s is at step %d >= %d; nothing to do", ckpt_path, start, config.steps)
         if not ckpt_path.exists():

@@ -166,9 +166,20 @@ def test_dataset_and_uint8_sources(tmp_path) -> None:
 def test_bad_training_input(tmp_path) -> None:
     with pytest.raises(ValueError, match="3 channels, the U-Net expects in_channels=1"):
         train(torch.zeros(4, 3, 16, 16), "tiny", _config(), tmp_path / "a", progress=False)
-    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\].*\[0, 5\]"):
+    with pytest.raises(ValueError, match=r"must lie in \[-1, 1\].*image 1 holds .*\[5, 5\]"):
         train(torch.full((4, 1, 16, 16), 5.0).index_fill_(0, torch.tensor([0]), 0.0), "tiny",
               _config(), tmp_path / "b", progress=False)
+    # every image is checked before the first step (not when a batch happens to draw it),
+    # chunk by chunk, and a refused run leaves no run folder behind
+    images = np.zeros((2500, 1, 16, 16), np.float32)
+    images[2100, 0, 3, 4] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf \\(image 2100 is the first\\)"):
+        train(images, "tiny", _config(steps=1000), tmp_path / "nan", progress=False)
+    with pytest.raises(ValueError, match="real numbers"):
+        train(np.zeros((2, 1, 16, 16), np.complex64), "tiny", _config(), tmp_path / "cx",
+              progress=False)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert not (tmp_path / "nan").exists() and not (tmp_path / "cx").exists()
     with pytest.raises(ValueError, match=r"shape \(N, C, H, W\)"):
         train(torch.zeros(4, 16, 16), "tiny", _config(), tmp_path / "c", progress=False)
     with pytest.raises(ValueError, match="not divisible by 2"):
@@ -297,3 +308,37 @@ def test_init_from_warm_starts_from_another_runs_weights(tmp_path) -> None:
     with pytest.raises(ValueError, match="cannot initialise from"):
         train(data, other, _config(steps=1), tmp_path / "bad", progress=False,
               init_from=tmp_path / "base")  # fmt: skip
+
+
+def test_resume_without_a_checkpoint_warns_and_a_unet_mismatch_names_the_keys(
+    tmp_path, caplog
+) -> None:
+    with caplog.at_level("WARNING", logger="landprior.diffusion.train"):
+        train(_toy_images(n=4), "tiny", _config(steps=1), tmp_path / "typo", resume=True,
+              progress=False)  # fmt: skip
+    assert "holds no checkpoint: starting a new run" in caplog.text
+    assert (tmp_path / "typo" / CHECKPOINT_NAME).exists()
+    other = UNetConfig.preset("tiny").replace(model_channels=16)
+    with pytest.raises(ValueError, match=r"model_channels \d+ vs 16") as err:
+        train(_toy_images(n=4), other, _config(steps=2), tmp_path / "typo", resume=True,
+              progress=False)  # fmt: skip
+    assert "in_channels" not in str(err.value)  # only what differs
+
+
+def test_cli_train_refuses_unreadable_or_non_numeric_data_in_one_line(tmp_path) -> None:
+    (tmp_path / "empty.npy").write_bytes(b"")
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}] * 4, dtype=object), allow_pickle=True)
+    np.save(tmp_path / "flags.npy", np.zeros((4, 1, 16, 16), bool))
+    nan = np.zeros((40, 1, 16, 16), np.float32)
+    nan[33, 0, 2, 2] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
+    expected = {"empty": "not a readable numeric .npy array (EOFError",
+                "objects": "not a readable numeric .npy array", "flags": "holds bool data",
+                "nan": "nan.npy: training data contain NaN or inf (image 33 is the first)"}
+    for name, message in expected.items():
+        out = tmp_path / f"run-{name}"
+        result = CliRunner().invoke(main, ["diffusion", "train", "--data",
+                                           str(tmp_path / f"{name}.npy"), "--preset", "tiny",
+                                           "--steps", "50", "--out", str(out), "--no-progress"])
+        assert result.exit_code in (1, 2) and message in result.output, (name, result.output)
+        assert "Traceback" not in result.output and not out.exists(), name
