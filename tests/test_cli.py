@@ -115,3 +115,26 @@ def test_rasterio_debug_logs_appear_only_at_vvv(tmp_path) -> None:
 
     assert rasterio_debug_lines("-vv") == 0
     assert rasterio_debug_lines("-vvv") > 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tsp", "generate", "--n", "3", "--count", "2", "--out", "a.txt"], "'--n'"),
+        (["tsp", "generate", "--n", "10", "--count", "0", "--out", "a.txt"], "'--count'"),
+        (["tsp", "generate", "--n", "10", "--count", "2", "--seed", "-1", "--out", "a.txt"],
+         "'--seed'"),
+        (["tsp", "generate", "--n", "10", "--count", "2", "--solve", "--workers", "0", "--out",
+          "a.txt"], "'--workers'"),
+        (["tsp", "generate", "--n", "10", "--count", "2", "--solve", "--time-budget", "0",
+          "--out", "a.txt"], "'--time-budget'"),
+        (["bench", "lgd-mog", "--scale", "nan"], "not a finite number"),
+        (["bench", "lgd-mog", "--steps", "2000"], "'--steps'"),
+    ],
+)
+def test_out_of_range_values_are_usage_errors(tmp_path, monkeypatch, args, message) -> None:
+    """Values a command cannot use are refused by the option (exit 2, no traceback)."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and not (tmp_path / "a.txt").exists()

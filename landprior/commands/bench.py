@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import click
 
@@ -12,14 +13,20 @@ def group() -> None:
     """Benchmarks and checks against published results (print JSON)."""
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float) -> float:
+    if not math.isfinite(value):
+        raise click.BadParameter(f"{value} is not a finite number", ctx=ctx, param=param)
+    return value
+
+
 @group.command(name="lgd-mog")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option("--samples", default=2000, show_default=True, type=click.IntRange(min=2),
               help="Samples per method.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the torch.Generator.")
-@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=1),
-              help="DDIM steps.")
-@click.option("--scale", default=1.0, show_default=True, type=float,
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=1, max=1000),
+              help="DDIM steps (at most the 1000 diffusion times).")
+@click.option("--scale", default=1.0, show_default=True, type=float, callback=_finite,
               help="Guidance scale shared by every method (1 = Bayes weight with --rule score).")
 @click.option("--rule", default="score", show_default=True, type=click.Choice(["score", "step"]),
               help="score: add scale * grad log p(y|x_t) to the score; step: DPS-style "

@@ -32,11 +32,12 @@ def _solver_options(func: Any) -> Any:
         ),
         click.option(
             "--time-budget",
-            type=float,
+            type=click.FloatRange(min=0.0, min_open=True),
             default=None,
             help="fast-tsp seconds per instance [default: 0.2 ms per city].",
         ),
-        click.option("--workers", type=int, default=2, show_default=True, help="Solver processes."),
+        click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True,
+                     help="Solver processes."),
         click.option(
             "--cache-dir",
             type=click.Path(file_okay=False, path_type=Path),
@@ -51,8 +52,17 @@ def _solver_options(func: Any) -> Any:
 
 
 def _config(solver: str, time_budget: float | None) -> Any:
-    from landprior.tasks.tsp.solvers import SolverConfig
+    """The solver settings, after checking the solver is installed (a one-line error)."""
+    from landprior.tasks.tsp.solvers import (
+        SolverConfig,
+        SolverUnavailableError,
+        check_solver_available,
+    )
 
+    try:
+        check_solver_available(solver)
+    except SolverUnavailableError as exc:
+        raise click.ClickException(str(exc)) from exc
     return SolverConfig(solver=solver, time_budget=time_budget)  # type: ignore[arg-type]
 
 
@@ -87,7 +97,8 @@ _instances_option = click.option(
     required=True,
     help="Text file, one instance per line: x1 y1 ... xn yn [output t1 ... tn t1].",
 )
-_limit_option = click.option("--limit", type=int, default=None, help="Use the first K instances.")
+_limit_option = click.option("--limit", type=click.IntRange(min=1), default=None,
+                             help="Use the first K instances.")
 _duplicates_option = click.option(
     "--duplicates",
     type=click.Choice(["error", "warn", "skip"]),
@@ -113,9 +124,11 @@ def group() -> None:
 
 
 @group.command("generate")
-@click.option("--n", "n", type=int, required=True, help="Cities per instance.")
-@click.option("--count", type=int, required=True, help="Number of instances.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Generator seed.")
+@click.option("--n", "n", type=click.IntRange(min=4), required=True,
+              help="Cities per instance (at least 4).")
+@click.option("--count", type=click.IntRange(min=1), required=True, help="Number of instances.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Generator seed.")
 @click.option(
     "--kool",
     is_flag=True,
@@ -232,7 +245,8 @@ def reference(
     "paper's '2-opt alone' row, 2.95 % at N = 50); nn-two-opt: 2-opt from nearest neighbour "
     "(~3.4 % at N = 50); two-opt: from a random tour.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random tours.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed of random tours.")
 @click.option(
     "--starts",
     type=click.IntRange(min=1),
@@ -295,9 +309,11 @@ def baseline(
 
 
 @group.command("render-dataset")
-@click.option("--n", "n", type=int, required=True, help="Cities per instance.")
-@click.option("--count", type=int, required=True, help="Number of images.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Generator seed.")
+@click.option("--n", "n", type=click.IntRange(min=4), required=True,
+              help="Cities per instance (at least 4).")
+@click.option("--count", type=click.IntRange(min=1), required=True, help="Number of images.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Generator seed.")
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),

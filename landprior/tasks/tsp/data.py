@@ -267,7 +267,8 @@ def _parse_tour_tokens(tokens: Sequence[str], n: int, where: str) -> np.ndarray:
 def read_instances(
     path: str | Path, *, limit: int | None = None, duplicates: DuplicatePolicy = "error"
 ) -> list[TSPInstance]:
-    """Read the text format, one instance per non-empty line (``#`` lines are comments).
+    """Read the text format, one instance per non-empty line (``#`` lines are comments), or
+    a TSPLIB ``.tsp`` file (one instance; its ``.opt.tour`` / ``.tour`` beside it is read too).
 
     Every error names ``path:line``. ``limit`` stops after that many instances.
     ``duplicates``: ``"error"`` rejects an instance with repeated cities, ``"warn"`` keeps
@@ -276,19 +277,29 @@ def read_instances(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no TSP instance file at {path}")
+    if path.suffix.lower() == ".tsp":  # one TSPLIB instance, with its optimal tour if beside
+        tours = [path.with_suffix(".opt.tour"), path.with_suffix(".tour")]
+        tour = next((t for t in tours if t.is_file()), None)
+        return [read_tsplib(path, tour, duplicates=duplicates)]
     out: list[TSPInstance] = []
-    with path.open() as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if limit is not None and len(out) >= limit:
-                break
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                out.append(parse_line(line, f"{path}:{lineno}", duplicates=duplicates))
-            except DuplicateCitiesError as exc:
-                if duplicates != "skip":
-                    raise
-                logger.warning("skipped %s", exc)
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for lineno, line in enumerate(handle, start=1):
+                if limit is not None and len(out) >= limit:
+                    break
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                try:
+                    out.append(parse_line(line, f"{path}:{lineno}", duplicates=duplicates))
+                except DuplicateCitiesError as exc:
+                    if duplicates != "skip":
+                        raise
+                    logger.warning("skipped %s", exc)
+    except UnicodeDecodeError:
+        raise TSPDataError(
+            f"{path}: not a text file (expected lines 'x1 y1 ... xn yn [output t1 ... tn t1]', "
+            "or a TSPLIB .tsp)"
+        ) from None
     if not out:
         raise TSPDataError(f"{path}: no instances found (expected lines 'x1 y1 ... xn yn ...')")
     return out

@@ -198,6 +198,18 @@ def test_tsplib_reader(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None
     np.testing.assert_array_equal(read_tsplib_tour(tmp_path / "toy5.tour"), np.arange(5))
 
 
+def test_read_instances_takes_a_tsplib_file_and_refuses_binary_files(tmp_path: Path) -> None:
+    (tmp_path / "toy5.tsp").write_text(_TSP)
+    (tmp_path / "toy5.opt.tour").write_text(_TOUR)
+    (inst,) = read_instances(tmp_path / "toy5.tsp")
+    assert inst.n == 5 and inst.scale == 40.0
+    np.testing.assert_array_equal(inst.tour, np.arange(5))
+    png = tmp_path / "map.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(TSPDataError, match=r"map.png: not a text file"):
+        read_instances(png)
+
+
 def test_tsplib_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.tsp"
     bad.write_text(_TSP.replace("3 40 30", "3 40 thirty"))
