@@ -354,7 +354,9 @@ def export_inference_checkpoint(
     ckpt = load_checkpoint(checkpoint)
     weights = "model"
     state = ckpt["model"]
-    if use_ema and ckpt.get("ema") is not None:
+    if ckpt.get("exported_from") is not None:  # re-exporting an export: keep its label
+        weights = str(ckpt["exported_from"].get("weights", "model"))
+    elif use_ema and ckpt.get("ema") is not None:
         state, weights = ckpt["ema"], "ema"
     elif use_ema:
         log.warning("%s has no EMA weights; exporting the raw weights", checkpoint)
@@ -397,6 +399,9 @@ def load_model(
     exported = ckpt.get("exported_from")
     if exported is not None:
         weights = str(exported.get("weights", "model"))  # the one set an export keeps
+        if not use_ema and weights == "ema":
+            log.warning("%s is an export holding only its EMA weights; the raw weights asked "
+                        "for are not in it, so the EMA weights are used", path)
     elif use_ema:
         if ckpt.get("ema") is not None:
             state, weights = ckpt["ema"], "ema"

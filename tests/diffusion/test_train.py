@@ -342,3 +342,18 @@ def test_cli_train_refuses_unreadable_or_non_numeric_data_in_one_line(tmp_path) 
                                            "--steps", "50", "--out", str(out), "--no-progress"])
         assert result.exit_code in (1, 2) and message in result.output, (name, result.output)
         assert "Traceback" not in result.output and not out.exists(), name
+
+
+def test_an_export_keeps_its_weights_label_and_warns_when_raw_weights_are_asked_for(
+    tmp_path, caplog
+) -> None:
+    from landprior.diffusion.train import load_model
+
+    train(_toy_images(n=4), "tiny", _config(steps=2), tmp_path / "run", progress=False)
+    export_inference_checkpoint(tmp_path / "run", tmp_path / "slim.pt")
+    export_inference_checkpoint(tmp_path / "slim.pt", tmp_path / "again.pt")  # re-exported
+    for path in (tmp_path / "slim.pt", tmp_path / "again.pt"):
+        assert load_model(path)[2]["weights"] == "ema"
+    with caplog.at_level("WARNING", logger="landprior.diffusion.train"):
+        _, _, meta = load_model(tmp_path / "slim.pt", use_ema=False)
+    assert meta["weights"] == "ema" and "holding only its EMA weights" in caplog.text
