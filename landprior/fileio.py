@@ -104,3 +104,18 @@ def torch_load_checked(path: str | os.PathLike[str], what: str = "checkpoint") -
         reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
         raise ValueError(f"cannot read {what} {path} (not a torch file, or cut short): "
                          f"{reason}") from err
+
+
+def ensure_writable(path: str | os.PathLike[str]) -> Path:
+    """Make ``path``'s folder and check a file can be created in it, before long work whose
+    result would otherwise be lost at the end (raises the ``OSError`` that writing would)."""
+    path = Path(path)
+    for folder in (path.parent, *path.parent.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise NotADirectoryError(f"cannot write {path}: {folder} is a file, not a folder")
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".probe"):
+        pass
+    return path

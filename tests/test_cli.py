@@ -138,3 +138,36 @@ def test_out_of_range_values_are_usage_errors(tmp_path, monkeypatch, args, messa
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and not (tmp_path / "a.txt").exists()
+
+
+def test_an_unwritable_output_fails_before_the_work(tmp_path) -> None:
+    """tsp solve / reference and diffusion sample check --out first (they used to solve or
+    sample for minutes, then fail and lose the result)."""
+    from pathlib import Path
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    instances = tmp_path / "i.txt"
+    assert CliRunner().invoke(main, ["tsp", "generate", "--n", "8", "--count", "2", "--out",
+                                     str(instances)]).exit_code == 0  # fmt: skip
+    prior = Path(__file__).resolve().parents[1] / "models" / "tsp" / "tsp50-cpu.pt"
+    import subprocess
+    import sys
+
+    solve = subprocess.run([sys.executable, "-m", "landprior", "-v", "tsp", "solve",
+                            "--instances", str(instances), "--checkpoint", str(prior), "--steps",
+                            "2", "--out", str(blocker / "s.txt")], capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert solve.returncode == 1, solve.stderr
+    assert "a-file is a file, not a folder" in solve.stderr
+    assert "solved" not in solve.stderr  # refused before the diffusion solve ran
+    for args in (
+        ["tsp", "reference", "--instances", str(instances), "--no-cache", "--out",
+         str(blocker / "r.txt")],
+        ["diffusion", "sample", "--checkpoint", str(prior), "--n", "1", "--out",
+         str(blocker / "g.png")],
+    ):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert "a-file" in result.output and "mean_length" not in result.output, args
+    assert blocker.read_text() == "x"

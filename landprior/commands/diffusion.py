@@ -204,7 +204,7 @@ def train_cmd(
 @click.option("--no-ema", is_flag=True, help="Use the raw weights instead of the EMA.")
 @click.option("--no-clip", is_flag=True, help="Do not clip x0_hat to [-1, 1] during sampling.")
 @click.option("--npy", "npy_path", default=None, type=click.Path(dir_okay=False, path_type=Path),
-              help="Also save the raw samples (N, C, H, W) as .npy.")
+              help="Also save the samples (N, C, H, W), in [-1, 1], as .npy.")
 @click.option("--nrow", default=None, type=click.IntRange(min=1), help="Images per grid row.")
 @click.option("--scale", default=2, show_default=True, type=click.IntRange(min=1),
               help="Pixel repeat factor of the PNG.")
@@ -234,10 +234,13 @@ def sample_cmd(
     from landprior.diffusion.images import save_grid
     from landprior.diffusion.sample import ddim_sample, ddpm_sample
     from landprior.diffusion.train import load_denoiser
-    from landprior.fileio import save_npy_atomic
+    from landprior.fileio import ensure_writable, save_npy_atomic
 
     if threads is not None:
         torch.set_num_threads(threads)
+    for path in (out_path, npy_path):  # before the sampling, not after it
+        if path is not None:
+            ensure_writable(path)
     try:
         denoiser, schedule, meta = load_denoiser(checkpoint, use_ema=not no_ema, device=device)
     except (ValueError, FileNotFoundError) as err:

@@ -13,6 +13,7 @@ import numpy as np
 
 from landprior.commands import device_option, train_device_option
 from landprior.commands.diffusion import resume_options
+from landprior.fileio import ensure_writable
 
 if TYPE_CHECKING:
     import torch
@@ -200,6 +201,8 @@ def reference(
 
     records = _read(instances, limit, duplicates)
     config = _config(solver, time_budget)
+    if out is not None:
+        ensure_writable(out)
     solved = reference_tours(
         [r.points for r in records],
         config,
@@ -227,9 +230,9 @@ def reference(
         result["mean_reference_length"] = float(file_lengths.mean())
         result["gap_pct"] = gap_pct(lengths, file_lengths)
         result["n_shorter_than_file"] = int((lengths < file_lengths - 1e-9).sum())
+    _emit(result, as_json)
     if out is not None:
         write_instances(out, [r.points for r in records], solved.tours)
-    _emit(result, as_json)
 
 
 @group.command("baseline")
@@ -443,6 +446,8 @@ def solve(
 
     if threads is not None:
         torch.set_num_threads(threads)
+    if out is not None:
+        ensure_writable(out)  # before the solve, not after it
     warm_up()  # one-off imports stay out of seconds_per_instance
     try:
         prior = load_prior(checkpoint, use_ema=not no_ema, device=device)
@@ -499,9 +504,9 @@ def solve(
         summary["mean_reference_length"] = float(reference.mean())
         summary["gap_pct"] = gap_pct(result.lengths, reference)
         summary["greedy_gap_pct"] = gap_pct(result.greedy_lengths, reference)
+    _emit(summary, as_json)  # first: the figures survive a failing write
     if out is not None:
         write_instances(out, [r.points for r in records], result.tours)
-    _emit(summary, as_json)
 
 
 @group.command("train-prior")
