@@ -171,3 +171,21 @@ def test_an_unwritable_output_fails_before_the_work(tmp_path) -> None:
         assert result.exit_code == 1, result.output
         assert "a-file" in result.output and "mean_length" not in result.output, args
     assert blocker.read_text() == "x"
+
+
+def test_tsp_reference_writes_the_instances_in_their_input_units(tmp_path) -> None:
+    """Coordinates outside [0, 1] are scaled to the unit square for solving; --out keeps the
+    user's units (it wrote the scaled ones)."""
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    points = rng.uniform(10.0, 800.0, (2, 9, 2)).round(3)
+    src = tmp_path / "big.txt"
+    src.write_text("".join(" ".join(f"{v:.3f}" for v in inst.ravel()) + "\n" for inst in points))
+    out = tmp_path / "solved.txt"
+    result = CliRunner().invoke(main, ["tsp", "reference", "--instances", str(src), "--no-cache",
+                                       "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    for line, inst in zip(out.read_text().splitlines(), points, strict=True):
+        coords = line.split("output")[0].split()
+        np.testing.assert_allclose(np.array(coords, float).reshape(-1, 2), inst, atol=1e-3)

@@ -179,7 +179,7 @@ def generate(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the instances with the solver's tours.",
+    help="Also write the instances (in their input units) with the solver's tours.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @_solver_options
@@ -232,7 +232,7 @@ def reference(
         result["n_shorter_than_file"] = int((lengths < file_lengths - 1e-9).sum())
     _emit(result, as_json)
     if out is not None:
-        write_instances(out, [r.points for r in records], solved.tours)
+        write_instances(out, [r.original_points for r in records], solved.tours)
 
 
 @group.command("baseline")
@@ -406,7 +406,8 @@ def render_dataset(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="Also write the instances with the diffusion tours (text format).",
+    help="Also write the instances (in their input units) with the diffusion tours (text "
+    "format). Lengths printed are in the unit square the instances were scaled to.",
 )
 @click.option("--progress", is_flag=True, help="Progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -506,7 +507,7 @@ def solve(
         summary["greedy_gap_pct"] = gap_pct(result.greedy_lengths, reference)
     _emit(summary, as_json)  # first: the figures survive a failing write
     if out is not None:
-        write_instances(out, [r.points for r in records], result.tours)
+        write_instances(out, [r.original_points for r in records], result.tours)
 
 
 @group.command("train-prior")

@@ -61,6 +61,11 @@ class TSPInstance:
         """Number of cities."""
         return int(self.points.shape[0])
 
+    @property
+    def original_points(self) -> np.ndarray:
+        """The cities in the units they were read in (``points * scale + offset``)."""
+        return self.points * self.scale + np.asarray(self.offset, dtype=np.float64)
+
 
 # --------------------------------------------------------------------------- generators
 def uniform_instances(count: int, n: int, seed: int | None = 0) -> np.ndarray:
