@@ -211,6 +211,7 @@ def train_cmd(
 @device_option("cpu")
 @click.option("--threads", default=None, type=click.IntRange(min=1),
               help="torch CPU threads (default: torch's choice).")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
 def sample_cmd(
     checkpoint: Path,
     n: int,
@@ -227,6 +228,7 @@ def sample_cmd(
     scale: int,
     device: torch.device,
     threads: int | None,
+    no_progress: bool,
 ) -> None:
     """Draw samples from a trained prior (DDPM or DDIM) and save them as an image grid."""
     import torch
@@ -257,11 +259,11 @@ def sample_cmd(
     try:
         if sampler == "ddpm":
             x = ddpm_sample(denoiser, schedule, shape, generator=generator, clip_x0=clip,
-                            progress=True, device=device)
+                            progress=not no_progress, device=device)
         else:
             x = ddim_sample(denoiser, schedule, shape, steps=min(steps, schedule.num_timesteps),
-                            eta=eta, generator=generator, clip_x0=clip, progress=True,
-                            device=device)
+                            eta=eta, generator=generator, clip_x0=clip,
+                            progress=not no_progress, device=device)
     except ValueError as err:
         raise click.ClickException(str(err)) from err
     x = x.clamp(-1, 1).cpu()

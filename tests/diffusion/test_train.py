@@ -219,6 +219,10 @@ def test_cli_train_and_sample(tmp_path) -> None:
                                   str(tmp_path / "s.npy")])
     assert result.exit_code == 0, result.output
     assert grid.exists() and np.load(tmp_path / "s.npy").shape == (3, 1, 16, 16)
+    assert "it/s" in result.output or "%|" in result.output  # the progress bar (on stderr)
+    quiet = runner.invoke(main, ["diffusion", "sample", "--checkpoint", str(out), "--n", "1",
+                                 "--out", str(grid), "--steps", "3", "--no-progress"])
+    assert quiet.exit_code == 0 and "%|" not in quiet.output, quiet.output
     bad_device = runner.invoke(main, ["diffusion", "sample", "--checkpoint", str(out), "--n",
                                       "1", "--out", str(tmp_path / "g.png"), "--device", "gpu0"])
     assert bad_device.exit_code != 0 and "unknown device 'gpu0'" in bad_device.output
