@@ -22,8 +22,6 @@ class _FriendlyGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
-            raise
         except OSError as exc:
             logging.getLogger("landprior").debug("file-system error", exc_info=True)
             raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc

@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from landprior.commands import clustering_em_options
+
+
+def _mask_option(name: str, what: str, window: str, target: str) -> Callable[..., Any]:
+    """``--roads`` / ``--water`` / ``--buildings`` of single-raster weak labels."""
+    return click.option(
+        f"--{name}",
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=f"With --nlcd: 0/1 {what} mask on its grid; its {window} mean is added to "
+        f"{target}.",
+    )
 
 
 @click.group(name="data")
@@ -131,21 +143,9 @@ def info(root: Path, as_json: bool, validate: bool) -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Single-raster mode: an NLCD GeoTIFF (index 0..16, or raw codes with --raw-nlcd).",
 )
-@click.option(
-    "--roads",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="With --nlcd: 0/1 road mask on its grid; its 9x9 mean is added to impervious.",
-)
-@click.option(
-    "--water",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="With --nlcd: 0/1 water mask on its grid; its 5x5 mean is added to water.",
-)
-@click.option(
-    "--buildings",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="With --nlcd: 0/1 building mask on its grid; its 9x9 mean is added to impervious.",
-)
+@_mask_option("roads", "road", "9x9", "impervious")
+@_mask_option("water", "water", "5x5", "water")
+@_mask_option("buildings", "building", "9x9", "impervious")
 @click.option("--raw-nlcd", is_flag=True, help="--nlcd holds raw NLCD codes (11, 21, ...).")
 @click.option(
     "--out",

@@ -30,8 +30,6 @@ def _load_array(path: Path, key: str | None) -> Any:
     try:
         return _read_array(path, suffix, key)
     except (ValueError, EOFError, OSError, zipfile.BadZipFile) as err:
-        if isinstance(err, click.BadParameter):
-            raise
         raise click.BadParameter(
             f"{path} is not a readable numeric {suffix} array ({type(err).__name__}: {err})",
             param_hint="--data",

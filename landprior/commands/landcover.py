@@ -354,8 +354,8 @@ def pseudolabel(prior_path: Path, chips_path: Path, out: Path, steps: int, lr: f
     import torch
 
     from landprior.diffusion.train import load_denoiser
+    from landprior.fileio import write_text_atomic
     from landprior.landcover.chips import ChipSet
-    from landprior.landcover.evaluate import write_text_atomic
     from landprior.landcover.pseudolabel import PseudoLabelConfig, agreement, pseudolabel_chips
 
     _threads(threads)

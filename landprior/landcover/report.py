@@ -19,9 +19,10 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
+from landprior.fileio import write_text_atomic
 from landprior.landcover.chips import ChipSet
 from landprior.landcover.classes import CLASS_COLORS, CLASS_NAMES, IGNORE_INDEX, remap
-from landprior.landcover.evaluate import read_metrics_csv, table1_markdown, write_text_atomic
+from landprior.landcover.evaluate import read_metrics_csv, table1_markdown
 
 log = logging.getLogger(__name__)
 

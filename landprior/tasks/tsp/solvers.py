@@ -22,7 +22,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from landprior.fileio import atomic_output
+from landprior.fileio import save_npy_atomic
 from landprior.tasks.tsp.data import distance_matrices, is_permutation
 
 logger = logging.getLogger(__name__)
@@ -218,9 +218,7 @@ class TourCache:
     def put(self, points: np.ndarray, config: SolverConfig, tour: np.ndarray) -> Path:
         """Store ``tour`` atomically; returns its path."""
         path = self._path(self.key(points, config))
-        with atomic_output(path) as tmp, open(tmp, "wb") as handle:
-            np.save(handle, np.asarray(tour, dtype=np.int64), allow_pickle=False)
-        return path
+        return save_npy_atomic(np.asarray(tour, dtype=np.int64), path)
 
 
 # --------------------------------------------------------------------------- many instances
