@@ -186,7 +186,9 @@ class _BatchSource:
     """Random batches from a tensor / array (N, C, H, W), optional labels, or a Dataset.
 
     uint8 data are mapped from [0, 255] to [-1, 1]; floating data must already lie in
-    [-1, 1]. Indices are drawn with replacement from the run's generator.
+    [-1, 1]. Indices are drawn with replacement from the run's generator. A dataset with a
+    ``batch(indices) -> (B, C, H, W)`` method is asked for whole batches (one call, no
+    per-item loop): e.g. label patches kept as uint8 and one-hot encoded per batch.
     """
 
     def __init__(self, data: Any, labels: Any = None) -> None:
@@ -248,11 +250,14 @@ class _BatchSource:
                 )
 
     @staticmethod
-    def _to_float(x: Tensor | np.ndarray) -> Tensor:
+    def _to_float(x: Tensor | np.ndarray, check: bool = True) -> Tensor:
+        """Float32 in [-1, 1]; ``check=False`` for arrays :meth:`_check_all` has checked."""
         x = torch.as_tensor(np.asarray(x)) if isinstance(x, np.ndarray) else x
         if x.dtype == torch.uint8:
             return x.float() / 127.5 - 1.0
         x = x.float()
+        if not check:
+            return x
         lo, hi = torch.aminmax(x)
         if not torch.isfinite(lo) or not torch.isfinite(hi):
             raise ValueError("training data contain NaN or inf")
@@ -267,9 +272,14 @@ class _BatchSource:
         """Batch (B, C, H, W) float32 and labels (B,) or None, for indices ``idx`` (B,)."""
         if self.array is not None:
             rows = self.array[idx] if isinstance(self.array, Tensor) else self.array[idx.numpy()]
-            x = self._to_float(rows)
+            x = self._to_float(rows, check=False)  # every image was checked up front
             y = self.labels[idx] if self.labels is not None else None
             return x, y
+        if callable(getattr(self.dataset, "batch", None)):
+            x = self._to_float(self.dataset.batch(idx.numpy()))
+            if x.dim() != 4:
+                raise ValueError(f"dataset batches must be (B, C, H, W), got {tuple(x.shape)}")
+            return x, self.labels[idx] if self.labels is not None else None
         images, labels = [], []
         for i in idx.tolist():
             item = self.dataset[i]
@@ -718,9 +728,7 @@ def train(
                     log_file.flush()
                     save(step)
                 if stop.signum is not None and step < config.steps:
-                    interrupted = TrainingInterrupted(stop.signum, step, ckpt_path)
-                    log.warning("%s", interrupted)
-                    raise interrupted
+                    raise TrainingInterrupted(stop.signum, step, ckpt_path)
         if step == start and start > 0:
             log.info("%s is at step %d >= %d; nothing to do", ckpt_path, start, config.steps)
         if not ckpt_path.exists():

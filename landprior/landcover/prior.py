@@ -42,37 +42,36 @@ log = logging.getLogger(__name__)
 PALETTE = tuple(tuple(c / 255 for c in rgb) for rgb in CLASS_COLORS)
 
 
-def labels_to_x(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
-    """(N, h, w) uint8 class indices -> (N, L, h, w) float32 in [-1, 1]; 255 -> all -1."""
+def _check_label_patches(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``labels`` as an (N, h, w) array of class indices below ``num_classes`` (or ignored)."""
     labels = np.asarray(labels)
     if labels.ndim != 3:
         raise ValueError(f"label patches must be (N, h, w), got shape {labels.shape}")
     valid = labels != IGNORE_INDEX
     if valid.any() and int(labels[valid].max()) >= num_classes:
         raise ValueError(f"label patches reach class {int(labels[valid].max())} >= {num_classes}")
+    return labels
+
+
+def labels_to_x(labels: np.ndarray, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """(N, h, w) uint8 class indices -> (N, L, h, w) float32 in [-1, 1]; 255 -> all -1."""
+    labels = _check_label_patches(labels, num_classes)
+    valid = labels != IGNORE_INDEX
     onehot = (labels[:, None] == np.arange(num_classes)[None, :, None, None]) & valid[:, None]
     return np.where(onehot, np.float32(1.0), np.float32(-1.0))
 
 
 class OneHotLabelPatches:
-    """Label patches (N, h, w) uint8 served one at a time as one-hot ``labels_to_x`` arrays.
+    """Label patches (N, h, w) uint8 served as one-hot ``labels_to_x`` batches.
 
-    The training loop draws batches from it, so the patches stay uint8 in memory: 20,000
-    patches of 64 x 64 (the paper-scale configuration) hold 82 MB here against 1.6 GB as a
-    float32 one-hot tensor (and 3.3 GB more while converting). The values are the same as
-    ``labels_to_x`` of the whole array, so training draws the same batches either way.
+    The training loop asks for whole batches (:meth:`batch`), so the patches stay uint8 in
+    memory: 20,000 patches of 64 x 64 (the paper-scale configuration) hold 82 MB here against
+    1.6 GB as a float32 one-hot tensor. The values are those of ``labels_to_x`` of the whole
+    array, so training draws the same batches either way.
     """
 
     def __init__(self, patches: np.ndarray, num_classes: int = NUM_CLASSES) -> None:
-        patches = np.asarray(patches)
-        if patches.ndim != 3:
-            raise ValueError(f"label patches must be (N, h, w), got shape {patches.shape}")
-        valid = patches != IGNORE_INDEX
-        if valid.any() and int(patches[valid].max()) >= num_classes:
-            raise ValueError(
-                f"label patches reach class {int(patches[valid].max())} >= {num_classes}"
-            )
-        self.patches = patches
+        self.patches = _check_label_patches(patches, num_classes)
         self.num_classes = num_classes
 
     def __len__(self) -> int:
@@ -80,7 +79,11 @@ class OneHotLabelPatches:
 
     def __getitem__(self, i: int) -> np.ndarray:
         """Patch ``i`` as (L, h, w) float32 in [-1, 1]."""
-        return labels_to_x(self.patches[i : i + 1], self.num_classes)[0]
+        return self.batch(np.array([i]))[0]
+
+    def batch(self, indices: np.ndarray) -> np.ndarray:
+        """Patches ``indices`` as (B, L, h, w) float32 in [-1, 1] (one vectorised encode)."""
+        return labels_to_x(self.patches[indices], self.num_classes)
 
 
 def source_label_patches(

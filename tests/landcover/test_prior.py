@@ -105,6 +105,8 @@ def test_one_hot_label_patches_serve_labels_to_x_per_patch() -> None:
     assert len(served) == 7
     np.testing.assert_array_equal(np.stack([served[i] for i in range(7)]), labels_to_x(patches))
     assert served[0].dtype == np.float32 and served.patches.dtype == np.uint8
+    picks = np.array([3, 1, 3, 6])  # whole batches in one call, repeats allowed
+    np.testing.assert_array_equal(served.batch(picks), labels_to_x(patches[picks]))
     with pytest.raises(ValueError, match="reach class 5 >= 5"):
         OneHotLabelPatches(np.array([[[0, 5]]], dtype=np.uint8))
     with pytest.raises(ValueError, match=r"\(N, h, w\)"):
