@@ -23,8 +23,6 @@ import json
 import logging
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +39,7 @@ from landprior.diffusion.denoiser import EpsDenoiser, freeze
 from landprior.diffusion.schedule import SCHEDULE_NAMES, NoiseSchedule
 from landprior.diffusion.unet import UNetConfig, UNetModel
 from landprior.fileio import atomic_output, torch_load_checked
+from landprior.interrupt import StopOnSignal, TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +50,7 @@ __all__ = [
     "LabelledNet",
     "TrainConfig",
     "TrainResult",
+    "TrainingInterrupted",
     "load_checkpoint",
     "load_denoiser",
     "load_model",
@@ -138,50 +138,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------- data
-class TrainingInterrupted(KeyboardInterrupt):
-    """A run stopped by SIGINT / SIGTERM after checkpointing its last finished step.
-
-    ``signum`` is the signal (the CLI exits with 128 + signum: 130 for Ctrl-C, 143 for a
-    scheduler's SIGTERM).
-    """
-
-    def __init__(self, signum: int, step: int, checkpoint: Path) -> None:
-        super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; "
-                         f"{checkpoint} holds it (resume continues from there)")  # fmt: skip
-        self.signum, self.step, self.checkpoint = signum, step, checkpoint
-
-
-class _StopOnSignal:
-    """While training: SIGINT / SIGTERM ask the loop to stop after the current step (which
-    then checkpoints), instead of killing it mid-step - a step half-applied to the weights
-    cannot be saved, and every step since the last checkpoint would be lost. A second signal
-    stops at once. Signal handlers exist only in the main thread; elsewhere this is a no-op.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None:
-            self.__exit__()
-            raise KeyboardInterrupt
-        self.signum = signum
-        log.warning("%s: stopping after this step and saving a checkpoint (again: stop now)",
-                    signal.Signals(signum).name)
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-        self._previous = {}
-
-
 class _BatchSource:
     """Random batches from a tensor / array (N, C, H, W), optional labels, or a Dataset.
 
@@ -663,7 +619,7 @@ def train(
         bar = tqdm(total=config.steps, initial=start, disable=not progress, desc="train")
         started = time.perf_counter()
         step = start
-        with _StopOnSignal() as stop, bar, open(log_path, "a", encoding="utf-8") as log_file:
+        with StopOnSignal() as stop, bar, open(log_path, "a", encoding="utf-8") as log_file:
             for step in range(start + 1, config.steps + 1):
                 idx = torch.randint(source.n, (config.batch_size,), generator=generator)
                 x0, y = source.get(idx)
