@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 import numpy as np
+from click.core import ParameterSource
 
 from landprior.commands import device_option, train_device_option
 from landprior.commands.diffusion import resume_options
@@ -133,7 +134,8 @@ def group() -> None:
 @click.option(
     "--kool",
     is_flag=True,
-    help="Regenerate the first COUNT instances of the Kool et al. test set (seed 1234).",
+    help="Regenerate the first COUNT (at most 10,000) instances of the Kool et al. test set "
+    "(a fixed set: no --seed).",
 )
 @click.option("--solve", is_flag=True, help="Add reference tours (output t1 ... tn t1).")
 @click.option(
@@ -154,9 +156,26 @@ def generate(
     no_cache: bool,
 ) -> None:
     """Write COUNT uniform instances of N cities (optionally solved) in the text format."""
-    from landprior.tasks.tsp.data import kool_test_set, uniform_instances, write_instances
+    from landprior.tasks.tsp.data import (
+        KOOL_TEST_SIZE,
+        kool_test_set,
+        uniform_instances,
+        write_instances,
+    )
     from landprior.tasks.tsp.solvers import reference_tours
 
+    if kool:
+        source = click.get_current_context().get_parameter_source("seed")
+        if source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            raise click.UsageError(
+                f"--seed {seed} does not apply with --kool: the Kool et al. test set is fixed "
+                "(drawn with seed 1234); leave out --seed, or drop --kool for a seeded uniform set"
+            )
+        if count > KOOL_TEST_SIZE:
+            raise click.BadParameter(
+                f"the Kool et al. test set has {KOOL_TEST_SIZE} instances, asked for {count}",
+                param_hint="--count",
+            )
     points = kool_test_set(n, count) if kool else uniform_instances(count, n, seed)
     tours = None
     if solve:

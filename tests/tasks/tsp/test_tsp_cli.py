@@ -114,3 +114,28 @@ def test_render_dataset(runner: CliRunner, tmp_path: Path) -> None:
         main, ["tsp", "render-dataset", "--n", "8", "--count", "3", "--out", str(tmp_path / "x")]
     )
     assert wrong.exit_code != 0 and ".npy" in wrong.output
+
+
+@pytest.mark.parametrize("seed", ["0", "7"])
+def test_generate_kool_refuses_an_explicit_seed(
+    runner: CliRunner, tmp_path: Path, seed: str
+) -> None:
+    """The Kool et al. test set is fixed: --seed (even its default value, typed out) used to
+    be ignored without a word."""
+    out = tmp_path / "k.txt"
+    args = ["tsp", "generate", "--kool", "--n", "10", "--count", "2", "--seed", seed,
+            "--out", str(out)]  # fmt: skip
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert f"--seed {seed} does not apply with --kool" in result.output
+    assert "test set is fixed" in result.output and not out.exists()
+
+
+def test_generate_kool_count_is_at_most_the_test_set(runner: CliRunner, tmp_path: Path) -> None:
+    out = tmp_path / "k.txt"
+    args = ["tsp", "generate", "--kool", "--n", "10", "--count", "10001", "--out", str(out)]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 2, result.output
+    assert "--count" in result.output and "has 10000 instances, asked for 10001" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not out.exists()
