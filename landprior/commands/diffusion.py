@@ -27,6 +27,12 @@ def _load_array(path: Path, key: str | None) -> Any:
     if suffix not in (".npy", ".npz"):
         raise click.BadParameter(f"expected a .npy or .npz file, got {path.name}",
                                  param_hint="--data")
+    if suffix == ".npy" and key is not None:
+        raise click.BadParameter(
+            f"{path.name} is a .npy file, which holds one array; --key {key!r} applies to .npz "
+            "files only (drop --key)",
+            param_hint="--key",
+        )
     try:
         return _read_array(path, suffix, key)
     except (ValueError, EOFError, OSError, zipfile.BadZipFile) as err:
@@ -93,7 +99,8 @@ def resume_options(func: Any) -> Any:
               type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Training images: .npy or .npz, (N, C, H, W) or (N, H, W); float in [-1, 1] "
               "or uint8 in [0, 255].")
-@click.option("--key", default=None, help="Array name inside an .npz file.")
+@click.option("--key", default=None,
+              help="Array name inside an .npz file (a .npy holds one array).")
 @click.option("--preset", required=True, type=click.Choice(_PRESET_NAMES),
               help="U-Net configuration.")
 @click.option("--steps", default=10_000, show_default=True, type=click.IntRange(min=1),

@@ -361,3 +361,15 @@ def test_an_export_keeps_its_weights_label_and_warns_when_raw_weights_are_asked_
     with caplog.at_level("WARNING", logger="landprior.diffusion.train"):
         _, _, meta = load_model(tmp_path / "slim.pt", use_ema=False)
     assert meta["weights"] == "ema" and "holding only its EMA weights" in caplog.text
+
+
+def test_cli_train_refuses_key_with_a_npy_file(tmp_path) -> None:
+    data = tmp_path / "data.npy"
+    np.save(data, _toy_images(n=4).numpy())
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["diffusion", "train", "--data", str(data), "--key", "x",
+                                       "--preset", "tiny", "--steps", "1", "--out", str(out),
+                                       "--no-progress"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert "--key" in result.output and "applies to .npz files only" in result.output
+    assert "holds one array" in result.output and not out.exists()
