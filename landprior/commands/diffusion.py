@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -12,6 +13,8 @@ from landprior.commands import device_option, train_device_option
 
 if TYPE_CHECKING:
     import torch
+
+    from landprior.diffusion.train import TrainConfig
 
 _PRESET_NAMES = ("ffhq256", "mnist32", "tsp64", "landcover64", "landcover-cpu", "tsp-cpu", "tiny")
 
@@ -80,6 +83,32 @@ def _read_array(path: Path, suffix: str, key: str | None) -> Any:
     return arr
 
 
+# TrainConfig fields whose `diffusion train` option has another name (others: the same name)
+_OPTION_OF_FIELD = {"num_timesteps": "timesteps"}
+
+
+def _train_config(**settings: Any) -> TrainConfig:
+    """TrainConfig of the CLI settings; a value it refuses is reported under its option name.
+
+    The click ranges catch most bad values first; this covers the rest (nan, inf).
+    """
+    from landprior.diffusion.train import TrainConfig
+
+    try:
+        return TrainConfig(**settings)
+    except ValueError as err:
+        message = str(err)
+        match = re.match(r"TrainConfig\.(\w+) (.*)", message, flags=re.DOTALL)
+        if match is None:
+            raise click.ClickException(message) from err
+        ctx = click.get_current_context()
+        name = _OPTION_OF_FIELD.get(match.group(1), match.group(1))
+        param = next((p for p in ctx.command.params if p.name == name), None)
+        if param is None:
+            raise click.ClickException(message) from err
+        raise click.BadParameter(match.group(2), ctx=ctx, param=param) from err
+
+
 def resume_options(func: Any) -> Any:
     """--resume and --init-from, shared by every training command of a DDPM prior."""
     func = click.option(
@@ -112,10 +141,13 @@ def resume_options(func: Any) -> Any:
 @resume_options
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the initial weights, batches, timesteps, noise and flips.")
-@click.option("--lr", default=1e-4, show_default=True, type=float, help="Adam learning rate.")
-@click.option("--ema-rate", default=0.9999, show_default=True, type=float,
+@click.option("--lr", default=1e-4, show_default=True,
+              type=click.FloatRange(min=0.0, min_open=True), help="Adam learning rate.")
+@click.option("--ema-rate", default=0.9999, show_default=True,
+              type=click.FloatRange(min=0.0, max=1.0, max_open=True),
               help="EMA rate of the weights; 0 disables the EMA.")
-@click.option("--grad-clip", default=None, type=float, help="Max global gradient norm.")
+@click.option("--grad-clip", default=None, type=click.FloatRange(min=0.0, min_open=True),
+              help="Max global gradient norm.")
 @click.option("--checkpoint-every", default=1000, show_default=True, type=click.IntRange(min=1),
               help="Write OUT/checkpoint.pt every this many steps (and at the end).")
 @click.option("--schedule", default="linear", show_default=True,
@@ -157,11 +189,16 @@ def train_cmd(
     """
     import torch
 
-    from landprior.diffusion.train import TrainConfig, train
+    from landprior.diffusion.train import train
     from landprior.diffusion.unet import UNetConfig
 
     if threads is not None:
         torch.set_num_threads(threads)
+    config = _train_config(
+        steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate, grad_clip=grad_clip,
+        schedule=schedule, num_timesteps=timesteps, seed=seed, hflip=hflip, vflip=vflip,
+        checkpoint_every=checkpoint_every, device=device,
+    )  # fmt: skip
     unet = UNetConfig.preset(preset)
     data = _load_array(data_path, key)
     if data.shape[1] != unet.in_channels:
@@ -171,11 +208,6 @@ def train_cmd(
             param_hint="--data",
         )
     try:
-        config = TrainConfig(
-            steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate, grad_clip=grad_clip,
-            schedule=schedule, num_timesteps=timesteps, seed=seed, hflip=hflip, vflip=vflip,
-            checkpoint_every=checkpoint_every, device=device,
-        )
         result = train(
             data, unet, config, out_dir,
             resume=resume, init_from=init_from, progress=not no_progress,

@@ -373,3 +373,24 @@ def test_cli_train_refuses_key_with_a_npy_file(tmp_path) -> None:
     assert result.exit_code == 2, result.output
     assert "--key" in result.output and "applies to .npz files only" in result.output
     assert "holds one array" in result.output and not out.exists()
+
+
+def test_cli_train_names_the_option_of_a_bad_setting(tmp_path) -> None:
+    data = tmp_path / "data.npy"
+    np.save(data, _toy_images(n=4).numpy())
+    runner = CliRunner()
+    cases = {("--ema-rate", "1.0"): "1.0 is not in the range 0.0<=x<1.0",
+             ("--lr", "0"): "0.0 is not in the range x>0.0", ("--grad-clip", "-1"): "x>0.0",
+             ("--lr", "nan"): "must be a positive number, got nan",
+             ("--grad-clip", "inf"): "must be None or > 0, got inf"}
+    for (option, value), message in cases.items():
+        out = tmp_path / f"run{option}{value}"
+        result = runner.invoke(main, ["diffusion", "train", "--data", str(data), "--preset",
+                                      "tiny", "--steps", "1", "--out", str(out), "--no-progress",
+                                      option, value])  # fmt: skip
+        assert result.exit_code == 2, (option, value, result.output)
+        assert f"Invalid value for '{option}'" in result.output, (option, value, result.output)
+        assert message in result.output and "TrainConfig" not in result.output, result.output
+        assert not out.exists()
+    help_text = runner.invoke(main, ["diffusion", "train", "--help"]).output
+    assert "0.0<=x<1.0" in help_text and "x>0.0" in help_text
