@@ -404,13 +404,23 @@ def read_tsplib(
 
 
 def read_tsplib_tour(path: str | Path, n: int | None = None) -> np.ndarray:
-    """Read a TSPLIB ``.tour`` (TOUR_SECTION, 1-indexed, ended by -1): a 0-indexed (n,) tour."""
+    """Read a TSPLIB ``.tour``: its first tour as a 0-indexed (n,) permutation.
+
+    TSPLIB's TOUR_SECTION lists 1-indexed node ids, each tour ended by ``-1``. ``n`` is the
+    instance's city count (else the tour's DIMENSION; else the length of the list). A tour
+    must visit every node 1..n exactly once, or :class:`TSPDataError` names the file and
+    the first node that is repeated, missing or out of range.
+
+    A TOUR_SECTION without its ``-1`` usually means a truncated file (a cut download): it is
+    an error, unless the list still visits all n nodes exactly once with n known from the
+    instance or DIMENSION - then nothing is lost, and the tour is used with a warning.
+    """
     path = Path(path)
     header, section = _read_tsplib_sections(path, "TOUR_SECTION")
     values: list[int] = []
-    last_line = 0
+    last_line = section[-1][0]
+    terminated = False
     for lineno, line in section:
-        last_line = lineno
         for token in line.split():
             try:
                 v = int(token)
@@ -419,20 +429,58 @@ def read_tsplib_tour(path: str | Path, n: int | None = None) -> np.ndarray:
                     f"{path}:{lineno}: tour entry {token!r} is not an integer"
                 ) from None
             if v == -1:
+                terminated, last_line = True, lineno
                 break
             values.append(v)
-        else:
-            continue
-        break
+        if terminated:
+            break
     dimension = _tsplib_int(header, "DIMENSION", path)
-    n = n if n is not None else dimension if dimension is not None else len(values)
-    tour = np.array(values, dtype=np.int64) - 1
-    if not is_permutation(tour, n):
+    if n is not None and dimension is not None and dimension != n:
         raise TSPDataError(
-            f"{path}:{last_line}: TOUR_SECTION is not a permutation of 1..{n} ({len(values)} "
-            "entries)"
+            f"{path}:{header['DIMENSION'][1]}: DIMENSION is {dimension} but the instance has "
+            f"{n} cities; expected the tour of that instance"
         )
-    return tour
+    known = n if n is not None else dimension
+    size = known if known is not None else len(values)
+    problem = _tour_problem(values, size)
+    if not terminated:
+        if problem is None and known is not None:
+            logger.warning(
+                "%s: TOUR_SECTION does not end with -1; used anyway: it visits all %d nodes "
+                "once",
+                path,
+                size,
+            )
+        else:
+            listed = f"{len(values)} of {size}" if known is not None else f"{len(values)}"
+            raise TSPDataError(
+                f"{path}: TOUR_SECTION does not end with -1 (it stops at line {last_line} "
+                f"after {listed} nodes): the file looks truncated; expected node ids 1..{size} "
+                "ended by -1"
+            )
+    elif problem is not None:
+        raise TSPDataError(
+            f"{path}:{last_line}: TOUR_SECTION does not visit every node 1..{size} exactly "
+            f"once: {problem}"
+        )
+    return np.array(values, dtype=np.int64) - 1
+
+
+def _tour_problem(values: Sequence[int], n: int) -> str | None:
+    """Why 1-indexed ``values`` are not a permutation of 1..n (None when they are)."""
+    if n < 1 or not values:
+        return "it lists no nodes"
+    outside = [v for v in values if not 1 <= v <= n]
+    if outside:
+        return f"node {outside[0]} is outside 1..{n}"
+    counts = np.bincount(np.asarray(values, dtype=np.int64), minlength=n + 1)[1:]
+    if (counts > 1).any():
+        node = int(np.argmax(counts > 1)) + 1
+        return f"node {node} appears {int(counts[node - 1])} times"
+    if (counts == 0).any():
+        missing = np.flatnonzero(counts == 0) + 1
+        return f"{len(missing)} of {n} nodes are missing (e.g. node {int(missing[0])})"
+    return None
 
 
 def _read_tsplib_sections(

@@ -139,3 +139,21 @@ def test_generate_kool_count_is_at_most_the_test_set(runner: CliRunner, tmp_path
     assert "--count" in result.output and "has 10000 instances, asked for 10001" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not out.exists()
+
+
+def test_a_truncated_tsplib_tour_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    """A .opt.tour cut short (no -1) beside a .tsp: one error line naming the tour file."""
+    tsp = tmp_path / "sq.tsp"
+    coords = "".join(f"{k + 1} {x} {y}\n" for k, (x, y) in enumerate([(0, 0), (9, 0), (9, 9),
+                                                                     (0, 9), (4, 5)]))
+    tsp.write_text("NAME : sq\nDIMENSION : 5\nEDGE_WEIGHT_TYPE : EUC_2D\nNODE_COORD_SECTION\n"
+                   + coords + "EOF\n")  # fmt: skip
+    tour = tmp_path / "sq.opt.tour"
+    tour.write_text("NAME : sq.opt.tour\nTYPE : TOUR\nDIMENSION : 5\nTOUR_SECTION\n1\n2\n3\n")
+    result = runner.invoke(main, ["tsp", "baseline", "--instances", str(tsp)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.output.strip().splitlines()[-1] == (
+        f"Error: {tour}: TOUR_SECTION does not end with -1 (it stops at line 7 after 3 of 5 "
+        "nodes): the file looks truncated; expected node ids 1..5 ended by -1"
+    )

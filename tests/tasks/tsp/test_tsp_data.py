@@ -225,5 +225,75 @@ def test_tsplib_errors(tmp_path: Path) -> None:
         read_tsplib(short)
     tour = tmp_path / "t.tour"
     tour.write_text(_TOUR.replace("2 3", "2 2"))
-    with pytest.raises(TSPDataError, match="not a permutation"):
+    with pytest.raises(TSPDataError, match=r"t.tour:9: TOUR_SECTION does not visit every node "
+                       r"1..5 exactly once: node 2 appears 2 times"):  # fmt: skip
         read_tsplib_tour(tour)
+
+
+@pytest.mark.parametrize(
+    ("body", "n", "message"),
+    [
+        # cut after node 4: no -1, a node missing (with and without the EOF line)
+        ("1\n2 3\n4\nEOF\n", 5, "after 4 of 5 nodes"),
+        ("1\n2 3\n4\n", None, "after 4 of 5 nodes"),  # n from the tour's DIMENSION
+        ("1\n2 3\n", 5, "stops at line 6 after 3 of 5 nodes"),
+    ],
+)
+def test_tsplib_tour_cut_short_is_an_error(
+    tmp_path: Path, body: str, n: int | None, message: str
+) -> None:
+    """A TOUR_SECTION that does not end with -1 is a truncated file: one error naming it."""
+    tour = tmp_path / "cut.tour"
+    tour.write_text(_TOUR.split("TOUR_SECTION\n")[0] + "TOUR_SECTION\n" + body)
+    with pytest.raises(TSPDataError) as info:
+        read_tsplib_tour(tour, n)
+    text = str(info.value)
+    assert text.startswith(f"{tour}: TOUR_SECTION does not end with -1")
+    assert message in text and "truncated" in text
+
+
+def test_tsplib_tour_complete_but_without_minus_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """All n nodes once, n known (the instance or DIMENSION), only the -1 missing: nothing is
+    lost, so the tour is used with a warning; with no n to check against it is refused."""
+    tour = tmp_path / "open.tour"
+    tour.write_text(_TOUR.replace("-1\n", ""))
+    with caplog.at_level(logging.WARNING):
+        np.testing.assert_array_equal(read_tsplib_tour(tour, 5), np.arange(5))
+        np.testing.assert_array_equal(read_tsplib_tour(tour), np.arange(5))
+    assert "open.tour: TOUR_SECTION does not end with -1; used anyway" in caplog.text
+    no_dimension = tmp_path / "nodim.tour"
+    no_dimension.write_text(_TOUR.replace("-1\n", "").replace("DIMENSION : 5\n", ""))
+    with pytest.raises(TSPDataError, match=r"nodim.tour: TOUR_SECTION does not end with -1"):
+        read_tsplib_tour(no_dimension)
+
+
+@pytest.mark.parametrize(
+    ("section", "problem"),
+    [
+        ("1 2 3 4 5 1 -1", "node 1 appears 2 times"),  # closed like the text format
+        ("1 2 3 4 -1", "1 of 5 nodes are missing (e.g. node 5)"),
+        ("1 2 3 4 6 -1", "node 6 is outside 1..5"),
+        ("0 1 2 3 4 -1", "node 0 is outside 1..5"),  # 0-indexed by mistake
+        ("-1", "it lists no nodes"),
+    ],
+)
+def test_tsplib_tour_must_visit_every_node_once(
+    tmp_path: Path, section: str, problem: str
+) -> None:
+    tour = tmp_path / "bad.tour"
+    tour.write_text(_TOUR.split("TOUR_SECTION\n")[0] + f"TOUR_SECTION\n{section}\nEOF\n")
+    with pytest.raises(TSPDataError) as info:
+        read_tsplib_tour(tour, 5)
+    assert str(info.value) == (
+        f"{tour}:5: TOUR_SECTION does not visit every node 1..5 exactly once: {problem}"
+    )
+
+
+def test_tsplib_tour_of_another_instance(tmp_path: Path) -> None:
+    (tmp_path / "toy5.tsp").write_text(_TSP)
+    (tmp_path / "toy5.opt.tour").write_text(_TOUR.replace("DIMENSION : 5", "DIMENSION : 6"))
+    with pytest.raises(TSPDataError, match=r"toy5.opt.tour:3: DIMENSION is 6 but the instance "
+                       "has 5 cities"):  # fmt: skip
+        read_instances(tmp_path / "toy5.tsp")
