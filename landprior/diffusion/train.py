@@ -479,6 +479,29 @@ def _warm_start(
     log.info("initialised the weights from %s (its step %d)", source, int(ckpt["step"]))
 
 
+def _check_image_size(height: int, width: int, unet_config: UNetConfig) -> None:
+    """Refuse images the U-Net cannot halve down; warn when they differ from its image_size.
+
+    The network is convolutional, so it trains at any size its levels divide, but sampling
+    (``diffusion sample``, the tasks) draws ``image_size`` squares unless told otherwise.
+    """
+    factor = unet_config.downsample_factor
+    if height % factor or width % factor:
+        raise ValueError(
+            f"training data are {height}x{width} images, not divisible by {factor}: the U-Net "
+            f"({unet_config.name}) needs height and width multiples of {factor} (one halving "
+            f"per level of channel_mult {unet_config.channel_mult} after the first)"
+        )
+    size = unet_config.image_size
+    if (height, width) != (size, size):
+        hint = f"unless given --size {height}" if height == width else "(--size: squares only)"
+        log.warning(
+            "training images are %dx%d but the U-Net's image_size is %d (%s): the network "
+            "trains at %dx%d, while `diffusion sample` draws %dx%d samples %s",
+            height, width, size, unet_config.name, height, width, size, size, hint,
+        )  # fmt: skip
+
+
 # ---------------------------------------------------------------------------------- training
 def train(
     data: Any,
@@ -537,6 +560,7 @@ def train(
             f"training data have {first.shape[1]} channels, the U-Net expects "
             f"in_channels={unet_config.in_channels} (image shape {tuple(first.shape[1:])})"
         )
+    _check_image_size(int(first.shape[-2]), int(first.shape[-1]), unet_config)
     device = resolve_device(config.device)
     if init_from is not None and not (resume and ckpt_path.exists()):
         check_init_from(init_from, unet_config)

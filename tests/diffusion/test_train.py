@@ -394,3 +394,19 @@ def test_cli_train_names_the_option_of_a_bad_setting(tmp_path) -> None:
         assert not out.exists()
     help_text = runner.invoke(main, ["diffusion", "train", "--help"]).output
     assert "0.0<=x<1.0" in help_text and "x>0.0" in help_text
+
+
+def test_image_size_other_than_the_unets_warns_and_an_unusable_one_is_refused_up_front(
+    tmp_path, caplog
+) -> None:
+    with caplog.at_level("WARNING", logger="landprior.diffusion.train"):
+        train(_toy_images(n=4), "tiny", _config(steps=1), tmp_path / "same", progress=False)
+    assert "image_size" not in caplog.text
+    with caplog.at_level("WARNING", logger="landprior.diffusion.train"):
+        train(_toy_images(n=4, size=32), "tiny", _config(steps=1), tmp_path / "big",
+              progress=False)  # fmt: skip
+    assert "training images are 32x32 but the U-Net's image_size is 16" in caplog.text
+    assert "diffusion sample" in caplog.text and "--size 32" in caplog.text
+    with pytest.raises(ValueError, match=r"15x15 images, not divisible by 2"):
+        train(torch.zeros(4, 1, 15, 15), "tiny", _config(), tmp_path / "odd", progress=False)
+    assert not (tmp_path / "odd").exists()  # refused before the run folder is made
