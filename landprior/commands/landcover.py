@@ -445,6 +445,10 @@ def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
               "batch while training on --chips; repeatable.")
 @click.option("--replay-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.5,
               show_default=True, help="Share of each batch drawn from --replay-chips.")
+@click.option("--resume", is_flag=True,
+              help="Continue an interrupted run from OUT.resume (same chips and settings).")
+@click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True,
+              help="Steps between saves of the resumable state OUT.resume.")
 @_threads_option
 @_device_option
 @_no_progress_option
@@ -452,11 +456,18 @@ def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
 def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                         init_path: Path | None, out: Path, steps: int, batch_size: int,
                         lr: float, base_channels: int, depth: int, norm: str, seed: int,
-                        replay_paths: tuple[Path, ...], replay_fraction: float,
-                        threads: int | None, device: torch.device, no_progress: bool) -> None:
-    """Train (or fine-tune) the U-Net p(labels | image) on chip sets."""
+                        replay_paths: tuple[Path, ...], replay_fraction: float, resume: bool,
+                        save_every: int, threads: int | None, device: torch.device,
+                        no_progress: bool) -> None:
+    """Train (or fine-tune) the U-Net p(labels | image) on chip sets.
+
+    While training, OUT.resume holds the run's state (every --save-every steps, and when
+    Ctrl-C or SIGTERM stops it after the current step); --resume continues from there with
+    the same result as an uninterrupted run. It is removed once OUT is written.
+    """
     import torch
 
+    from landprior.fileio import ensure_writable
     from landprior.landcover.chips import ChipSet
     from landprior.landcover.segmenter import (
         SegmenterConfig,
@@ -464,6 +475,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
         load_segmenter,
         save_segmenter,
         train_segmenter,
+        training_state_path,
     )
 
     source = click.get_current_context().get_parameter_source("replay_fraction")
@@ -484,6 +496,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
             raise click.ClickException("replay chips and training chips differ in pooling factor")
         replay_pairs = [cs.training_tensors(target="truth", inputs=inputs) for cs in replay_sets]
         replay = (torch.cat([p[0] for p in replay_pairs]), torch.cat([p[1] for p in replay_pairs]))
+    ensure_writable(out)  # before minutes of training, not after
     torch.manual_seed(seed)
     if init_path is not None:
         model, meta = load_segmenter(init_path)
@@ -506,6 +519,9 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                              replay_fraction=replay_fraction),
         replay=replay,
         progress=not no_progress,
+        state_path=training_state_path(out),
+        resume=resume,
+        save_every=save_every,
     )
     meta = {"inputs": inputs, "downsample": factors.pop(), "target": target,
             "chip_size": int(images.shape[-1]),  # model px; predict's default --window
@@ -514,6 +530,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
             "replay_fraction": replay_fraction if replay_paths else 0.0,
             "final_loss": losses[-1] if losses else None}
     save_segmenter(out, model, meta)
+    training_state_path(out).unlink(missing_ok=True)
     click.echo(f"segmenter ({inputs}, {target}, {steps} steps) -> {out}")
 
 

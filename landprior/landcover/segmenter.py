@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -24,6 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landprior.fileio import atomic_output, torch_load_checked
+from landprior.interrupt import StopOnSignal, TrainingInterrupted
 from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
 from landprior.landcover.upsample import (
     DEFAULT_SIGMA_RANGE,
@@ -160,6 +162,57 @@ def _check_labels(labels: Tensor, num_classes: int) -> None:
         )
 
 
+SEGMENTER_STATE_FORMAT = "landprior.segmenter-train-state.v1"
+
+
+def training_state_path(out: str | Path) -> Path:
+    """Where a run writing checkpoint ``out`` keeps its resumable state: ``out`` + ".resume"."""
+    out = Path(out)
+    return out.with_name(out.name + ".resume")
+
+
+def _fingerprint(*tensors: Tensor | None) -> list[dict[str, object] | None]:
+    """Shape, dtype and content hash of each training tensor (a resumed run must see the
+    same chips: otherwise it silently continues on other data)."""
+    prints: list[dict[str, object] | None] = []
+    for t in tensors:
+        if t is None:
+            prints.append(None)
+            continue
+        data = t.detach().cpu().contiguous()
+        digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
+        prints.append({"shape": list(data.shape), "dtype": str(data.dtype), "blake2b": digest})
+    return prints
+
+
+def _rng_states(g: torch.Generator, device: torch.device) -> dict[str, Tensor | None]:
+    return {
+        "batches": g.get_state(),
+        "torch": torch.get_rng_state(),  # dropout
+        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+    }
+
+
+def _check_resumable(state: dict, path: Path, expected: dict[str, object]) -> None:
+    if state.get("format") != SEGMENTER_STATE_FORMAT:
+        raise ValueError(f"{path} is not a segmenter training state "
+                         f"(format {state.get('format')!r}); delete it or drop --resume")
+    for key, what in (("model_config", "the U-Net"), ("train_config", "the training settings"),
+                      ("data", "the training chips")):
+        if state.get(key) != expected[key]:
+            old, new = state.get(key), expected[key]
+            if isinstance(old, dict) and isinstance(new, dict):
+                diff = {k: (old.get(k), new.get(k)) for k in old.keys() | new.keys()
+                        if old.get(k) != new.get(k)}  # fmt: skip
+                detail = f" (was, now: {diff})"
+            else:
+                detail = ""
+            raise ValueError(
+                f"cannot resume {path}: {what} changed since it was saved{detail}; resume with "
+                "the same settings and chips, or delete it to start over"
+            )
+
+
 def train_segmenter(
     model: SegmentationUNet,
     images: Tensor,
@@ -169,6 +222,9 @@ def train_segmenter(
     replay: tuple[Tensor, Tensor] | None = None,
     callback: Callable[[int, float], None] | None = None,
     progress: bool = False,
+    state_path: str | Path | None = None,
+    resume: bool = False,
+    save_every: int = 200,
 ) -> list[float]:
     """Cross-entropy training (ignore index 255) on chips; returns the loss per step.
 
@@ -179,6 +235,14 @@ def train_segmenter(
             mixed into every batch at ``config.replay_fraction``: fine-tuning on noisy
             pseudo-labels then adapts to the target without forgetting what the source
             labels taught.
+        state_path: where to keep the resumable training state (weights, optimizer,
+            schedule, random states, losses): written every ``save_every`` steps and when
+            SIGINT / SIGTERM stops the run after its current step (which then raises
+            :class:`~landprior.interrupt.TrainingInterrupted`). The caller deletes it once
+            the final checkpoint is safe.
+        resume: continue from ``state_path`` if it exists (same model configuration,
+            settings and chips, else ValueError); the result is the same, step for step,
+            as an uninterrupted run.
     """
     if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0]:
         raise ValueError(
@@ -193,9 +257,12 @@ def train_segmenter(
         raise ValueError("no training chips")
     if not torch.isfinite(images).all():
         raise ValueError("training images contain NaN or inf")
+    if save_every < 1:
+        raise ValueError(f"save_every must be >= 1, got {save_every}")
     labels = labels.long()
     _check_labels(labels, model.config.num_classes)
     n_replay = 0
+    r_images = r_labels = None
     if replay is not None:
         r_images, r_labels = replay[0], replay[1].long()
         if r_images.shape[1:] != images.shape[1:] or r_labels.shape[1:] != labels.shape[1:]:
@@ -212,33 +279,83 @@ def train_segmenter(
     g = torch.Generator().manual_seed(config.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(config.steps, 1))
-    model.train()
     losses: list[float] = []
-    bar = tqdm(range(config.steps), desc="segmenter", disable=not progress, leave=False)
-    for step in bar:
-        idx = torch.randint(0, images.shape[0], (config.batch_size - n_replay,), generator=g)
-        x, y = images[idx], labels[idx]
-        if n_replay:
-            ridx = torch.randint(0, r_images.shape[0], (n_replay,), generator=g)
-            x, y = torch.cat([x, r_images[ridx]]), torch.cat([y, r_labels[ridx]])
-        x, y = x.to(device), y.to(device)
-        if config.augment:
-            x, y = _augment(x, y, g)
-        logits = model(x)
-        loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
-        if not torch.isfinite(loss):
-            if (y == IGNORE_INDEX).all():
-                continue  # a batch of fully ignored chips carries no signal
-            raise FloatingPointError(f"segmenter loss became {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-        if callback is not None:
-            callback(step, losses[-1])
-        if progress and step % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    start = 0
+    state_file = Path(state_path) if state_path is not None else None
+    expected: dict[str, object] = {}
+    if state_file is not None:
+        expected = {"model_config": asdict(model.config), "train_config": asdict(config),
+                    "data": _fingerprint(images, labels, r_images, r_labels)}  # fmt: skip
+        if resume and state_file.exists():
+            state = torch_load_checked(state_file, "segmenter training state")
+            if not isinstance(state, dict):
+                raise ValueError(f"{state_file} is not a segmenter training state")
+            _check_resumable(state, state_file, expected)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            g.set_state(state["rng"]["batches"])
+            torch.set_rng_state(state["rng"]["torch"])
+            if state["rng"].get("cuda") is not None and device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            start, losses = int(state["step"]), list(state["losses"])
+            log.info("resumed %s at step %d of %d", state_file, start, config.steps)
+        elif resume:
+            log.warning("--resume: no training state %s; starting from step 0", state_file)
+        elif state_file.exists():
+            log.warning("%s holds an interrupted run; starting over (resume to continue it)",
+                        state_file)
+
+    def save_state(done: int) -> None:
+        assert state_file is not None
+        payload = {"format": SEGMENTER_STATE_FORMAT, "step": done, **expected,
+                   "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+                   "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                   "rng": _rng_states(g, device), "losses": losses}  # fmt: skip
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(state_file) as tmp:
+            torch.save(payload, tmp)
+
+    model.train()
+    bar = tqdm(total=config.steps, initial=start, desc="segmenter", disable=not progress,
+               leave=False)  # fmt: skip
+    with StopOnSignal() as stop, bar:
+        log.info("segmenter training: steps %d..%d, %d chips (+%d replayed), batch %d",
+                 start + 1, config.steps, images.shape[0],
+                 0 if r_images is None else r_images.shape[0], config.batch_size)
+        for step in range(start, config.steps):
+            idx = torch.randint(0, images.shape[0], (config.batch_size - n_replay,), generator=g)
+            x, y = images[idx], labels[idx]
+            if n_replay:
+                assert r_images is not None and r_labels is not None
+                ridx = torch.randint(0, r_images.shape[0], (n_replay,), generator=g)
+                x, y = torch.cat([x, r_images[ridx]]), torch.cat([y, r_labels[ridx]])
+            x, y = x.to(device), y.to(device)
+            if config.augment:
+                x, y = _augment(x, y, g)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, ignore_index=IGNORE_INDEX)
+            if torch.isfinite(loss):
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                if callback is not None:
+                    callback(step, losses[-1])
+                if progress and step % 10 == 0:
+                    bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+            elif not (y == IGNORE_INDEX).all():  # a fully ignored batch carries no signal
+                raise FloatingPointError(f"segmenter loss became {loss.item()} at step {step}")
+            bar.update(1)
+            done = step + 1
+            if state_file is not None and done < config.steps:
+                if done % save_every == 0 or stop.signum is not None:
+                    save_state(done)
+            if stop.signum is not None and done < config.steps:
+                if state_file is None:
+                    raise KeyboardInterrupt
+                raise TrainingInterrupted(stop.signum, done, state_file)
     model.eval()
     return losses
 

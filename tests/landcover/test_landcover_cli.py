@@ -276,3 +276,77 @@ def test_cluster_refuses_an_empty_chip_set(pipeline: dict[str, Path], tmp_path: 
     result = _run("landcover", "cluster", "--chips", empty, "--out", tmp_path / "out.npz")
     assert result.exit_code == 1 and "holds no chips to cluster" in result.output
     assert not (tmp_path / "out.npz").exists()
+
+
+def _interrupt_segmenter_training(args: list[str], signame: str, *wait_for: str
+                                  ) -> tuple[int, str]:
+    """Start `train-segmenter` (``args``) in a real process, wait for each of ``wait_for``
+    on its log in turn (the last: the loop has started), send ``signame``; return code, log."""
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stderr is not None
+        lines: list[str] = []
+        expected = list(wait_for)
+        for line in proc.stderr:
+            lines.append(line)
+            if expected[0] in line:
+                expected.pop(0)
+                if not expected:
+                    break
+        assert not expected and proc.poll() is None, "".join(lines)
+        time.sleep(0.5)  # many steps into the loop, far from a periodic save
+        proc.send_signal(getattr(signal, signame))
+        err = "".join(lines) + proc.stderr.read()
+        proc.wait(timeout=120)
+    finally:
+        proc.kill()
+    return proc.returncode, err
+
+
+@pytest.mark.parametrize(("signame", "code"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_stops_segmenter_training_resumably(pipeline: dict[str, Path], tmp_path: Path,
+                                                    signame: str, code: int) -> None:
+    """Ctrl-C / SIGTERM during train-segmenter, in a real process, far from any periodic
+    save: the run saves OUT.resume after its step, exits 128 + signum with one line naming
+    the step and writes no OUT; --resume continues from that step (and only with the same
+    settings); a finished run leaves no OUT.resume behind."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "seg.pt"
+    state = tmp_path / "seg.pt.resume"
+    args = [sys.executable, "-m", "landprior", "-v", "landcover", "train-segmenter", "--chips",
+            str(pipeline["source_chips"]), "--out", str(out), "--batch-size", "2",
+            "--base-channels", "4", "--depth", "2", "--save-every", "1000000", "--no-progress",
+            "--threads", "1"]  # fmt: skip
+    looping = "segmenter training: steps "
+    code_, err = _interrupt_segmenter_training([*args, "--steps", "1000000"], signame, looping)
+    assert code_ == code, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"Interrupted: stopped by {signame} at step ") and "Traceback" not in err
+    step = int(torch.load(state, weights_only=False)["step"])
+    assert step >= 1 and f"at step {step};" in last and str(state) in last
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.pt.resume"]
+
+    other = subprocess.run([*args, "--steps", "5", "--resume"], capture_output=True, text=True,
+                           timeout=300)  # fmt: skip
+    # the state records --steps (the cosine schedule's length): another count is refused
+    assert other.returncode == 1 and "training settings changed" in other.stderr, other.stderr
+
+    code_, err = _interrupt_segmenter_training([*args, "--steps", "1000000", "--resume"],
+                                               "SIGTERM", f"resumed {state} at step {step} ",
+                                               f"{looping}{step + 1}..1000000")  # fmt: skip
+    assert code_ == 143, err
+    assert int(torch.load(state, weights_only=False)["step"]) > step
+
+    # without --resume a new run starts over; one that finishes removes its state (the
+    # last option given wins: saved after steps 1 and 2 here)
+    done = subprocess.run([*args, "--steps", "3", "--save-every", "1"], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "holds an interrupted run; starting over" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.pt"]

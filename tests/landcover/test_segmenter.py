@@ -153,3 +153,69 @@ def test_batch_norm_makes_a_pixel_independent_of_far_away_pixels(norm: str) -> N
         assert not torch.allclose(a, b, atol=1e-4)
     with pytest.raises(ValueError, match="unknown segmenter norm 'layer'"):
         SegmenterConfig(norm="layer")
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path) -> None:
+    """A run killed after step 5 (state saved every 2 steps) and resumed ends exactly where
+    an uninterrupted run does: weights, losses, the cosine schedule, the batch and dropout
+    random streams (dropout on, replayed chips mixed in)."""
+    images, labels = _toy_chips(16)
+    replay = _toy_chips(8, seed=3)
+    cfg = SegmenterTrainConfig(steps=9, batch_size=4, lr=1e-2, seed=2)
+    net = SegmenterConfig(num_classes=3, base_channels=8, depth=2, dropout=0.2)
+
+    def fresh():
+        torch.manual_seed(0)
+        return net.build()
+
+    whole = fresh()
+    losses = train_segmenter(whole, images, labels, cfg, replay=replay)
+
+    def crash(step: int, loss: float) -> None:
+        if step == 4:  # the 5th step: after the state of step 4, before that of step 6
+            raise _Crash
+
+    state = tmp_path / "seg.pt.resume"
+    with pytest.raises(_Crash):
+        train_segmenter(fresh(), images, labels, cfg, replay=replay, state_path=state,
+                        save_every=2, callback=crash)
+    assert torch.load(state, weights_only=False)["step"] == 4
+    torch.manual_seed(123)  # the resumed run restores the dropout stream itself
+    resumed = net.build()
+    again = train_segmenter(resumed, images, labels, cfg, replay=replay, state_path=state,
+                            resume=True, save_every=2)
+    assert again == losses
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_resume_refuses_other_chips_or_settings(tmp_path) -> None:
+    images, labels = _toy_chips(8)
+    cfg = SegmenterTrainConfig(steps=4, batch_size=2, seed=0)
+    net = SegmenterConfig(num_classes=3, base_channels=8, depth=2)
+    state = tmp_path / "seg.pt.resume"
+
+    def stop_at_3(step: int, loss: float) -> None:
+        if step == 2:
+            raise _Crash
+
+    with pytest.raises(_Crash):
+        train_segmenter(net.build(), images, labels, cfg, state_path=state, save_every=1,
+                        callback=stop_at_3)
+    other = images.clone()
+    other[0, 0, 0, 0] += 0.01
+    with pytest.raises(ValueError, match="training chips changed"):
+        train_segmenter(net.build(), other, labels, cfg, state_path=state, resume=True)
+    with pytest.raises(ValueError, match=r"training settings changed.*'steps': \(4, 5\)"):
+        train_segmenter(net.build(), images, labels, SegmenterTrainConfig(steps=5, batch_size=2),
+                        state_path=state, resume=True)
+    with pytest.raises(ValueError, match="U-Net changed"):
+        train_segmenter(SegmenterConfig(num_classes=3, base_channels=4, depth=2).build(), images,
+                        labels, cfg, state_path=state, resume=True)
+    # without --resume the old state is overwritten by the new run's, not an error
+    train_segmenter(net.build(), images, labels, cfg, state_path=state, save_every=1)
