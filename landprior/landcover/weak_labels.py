@@ -670,22 +670,25 @@ def load_cooccurrence(path: str | os.PathLike[str]) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"co-occurrence file {path} does not exist")
     expected = "a .npy array or JSON with 'matrix' (data weak-labels --save-cooccurrence)"
-    try:
+    try:  # only reading and parsing here; the checks on what was read follow
         if path.suffix == ".npy":
-            cooc = np.load(path, allow_pickle=False)
+            cooc: object = np.load(path, allow_pickle=False)
         else:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(doc, dict):
-                raise ValueError(f"{path}: not a co-occurrence file (expected {expected})")
-            if list(doc.get("nlcd_codes", NLCD_CODES)) != list(NLCD_CODES):
-                raise ValueError(f"{path}: field 'nlcd_codes' differs from {list(NLCD_CODES)}")
-            cooc = np.asarray(doc["matrix"], dtype=np.float64)
-    except (KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            cooc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not a co-occurrence file (expected {expected})") from err
     except (OSError, ValueError) as err:
-        if str(path) in str(err):
-            raise
         raise ValueError(f"{path}: cannot read ({err}); expected {expected}") from err
+    if isinstance(cooc, dict):
+        codes = cooc.get("nlcd_codes", list(NLCD_CODES))
+        if not isinstance(codes, list) or codes != list(NLCD_CODES):
+            raise ValueError(f"{path}: field 'nlcd_codes' differs from {list(NLCD_CODES)}")
+        try:
+            cooc = np.asarray(cooc["matrix"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: not a co-occurrence file (expected {expected})") from err
+    elif not isinstance(cooc, np.ndarray):
+        raise ValueError(f"{path}: not a co-occurrence file (expected {expected})")
     try:
         return _check_cooccurrence(cooc)
     except ValueError as err:

@@ -367,6 +367,15 @@ def test_cooccurrence_files(tmp_path: Path) -> None:
     (tmp_path / "garbage.npy").write_bytes(b"\x00\x01 not numpy")
     with pytest.raises(ValueError, match=r"garbage\.npy"):
         load_cooccurrence(tmp_path / "garbage.npy")
+    (tmp_path / "codes.json").write_text('{"nlcd_codes": 5, "matrix": []}')
+    with pytest.raises(ValueError, match=r"codes\.json: field 'nlcd_codes' differs"):
+        load_cooccurrence(tmp_path / "codes.json")
+    (tmp_path / "ragged.json").write_text('{"matrix": [[0.5, 0.5], [1.0]]}')
+    with pytest.raises(ValueError, match=r"ragged\.json: not a co-occurrence file"):
+        load_cooccurrence(tmp_path / "ragged.json")
+    (tmp_path / "shape.json").write_text('{"matrix": [[0.5, 0.5]]}')
+    with pytest.raises(ValueError, match=r"shape\.json: "):
+        load_cooccurrence(tmp_path / "shape.json")
 
 
 @pytest.fixture(scope="module")
