@@ -214,8 +214,18 @@ def reference(
     cache_dir: Path | None,
     no_cache: bool,
 ) -> None:
-    """Solve INSTANCES with the reference solver; compare with the file's tours if present."""
-    from landprior.tasks.tsp.data import gap_pct, tour_lengths, write_instances
+    """Solve INSTANCES with the reference solver; compare with the file's tours if present.
+
+    Lengths are in the instances' input units (the gap is computed from them); the
+    *_unit_square keys are the lengths once each instance is scaled into [0, 1]^2 for the
+    solve (the same figures when the input already lies there).
+    """
+    from landprior.tasks.tsp.data import (
+        gap_pct,
+        input_unit_lengths,
+        tour_lengths,
+        write_instances,
+    )
     from landprior.tasks.tsp.solvers import reference_tours
 
     records = _read(instances, limit, duplicates)
@@ -228,15 +238,18 @@ def reference(
         workers=workers,
         cache_dir=_cache(cache_dir, no_cache),
     )
-    lengths = np.array(
+    unit = np.array(
         [float(tour_lengths(r.points, t)) for r, t in zip(records, solved.tours, strict=True)]
     )
+    lengths = input_unit_lengths(unit, records)
     result: dict[str, Any] = {
         "n_instances": len(records),
         "n_cities": sorted({r.n for r in records}),
         "solver": config.tag(),
         "mean_length": float(lengths.mean()),
+        "mean_length_unit_square": float(unit.mean()),
         "mean_reference_length": None,
+        "mean_reference_length_unit_square": None,
         "gap_pct": None,
         "n_shorter_than_file": None,
         # solver wall time per instance actually solved (None when all came from the cache)
@@ -245,10 +258,12 @@ def reference(
         "n_from_cache": solved.n_cached,
     }
     if all(r.tour is not None for r in records):
-        file_lengths = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+        file_unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+        file_lengths = input_unit_lengths(file_unit, records)
         result["mean_reference_length"] = float(file_lengths.mean())
+        result["mean_reference_length_unit_square"] = float(file_unit.mean())
         result["gap_pct"] = gap_pct(lengths, file_lengths)
-        result["n_shorter_than_file"] = int((lengths < file_lengths - 1e-9).sum())
+        result["n_shorter_than_file"] = int((unit < file_unit - 1e-9).sum())
     _emit(result, as_json)
     if out is not None:
         write_instances(out, [r.original_points for r in records], solved.tours)
@@ -289,8 +304,18 @@ def baseline(
     kernel: str,
     as_json: bool,
 ) -> None:
-    """Non-diffusion baselines of the paper's Table 2 on INSTANCES."""
-    from landprior.tasks.tsp.data import gap_pct, group_by_size, tour_lengths
+    """Non-diffusion baselines of the paper's Table 2 on INSTANCES.
+
+    Lengths are in the instances' input units (the gap is computed from them); the
+    *_unit_square keys are the lengths once each instance is scaled into [0, 1]^2 for the
+    solve (the same figures when the input already lies there).
+    """
+    from landprior.tasks.tsp.data import (
+        gap_pct,
+        group_by_size,
+        input_unit_lengths,
+        tour_lengths,
+    )
     from landprior.tasks.tsp.extract import baseline_tours, warm_up_two_opt
 
     if starts > 1 and method != "two-opt":
@@ -311,12 +336,15 @@ def baseline(
             lengths[rows[better]] = result.lengths[better]
             moves[rows[better]] = result.moves[better]
     seconds = time.perf_counter() - start
+    user_lengths = input_unit_lengths(lengths, records)
     out: dict[str, Any] = {
         "method": method,
         "n_instances": len(records),
         "n_cities": sorted({r.n for r in records}),
-        "mean_length": float(lengths.mean()),
+        "mean_length": float(user_lengths.mean()),
+        "mean_length_unit_square": float(lengths.mean()),
         "mean_reference_length": None,
+        "mean_reference_length_unit_square": None,
         "gap_pct": None,
         "two_opt_moves_mean": float(moves.mean()),
         "two_opt_kernel": kernel,
@@ -324,9 +352,11 @@ def baseline(
         "seconds_per_instance": seconds / len(records),
     }
     if all(r.tour is not None for r in records):
-        reference_lengths = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+        reference_unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+        reference_lengths = input_unit_lengths(reference_unit, records)
         out["mean_reference_length"] = float(reference_lengths.mean())
-        out["gap_pct"] = gap_pct(lengths, reference_lengths)
+        out["mean_reference_length_unit_square"] = float(reference_unit.mean())
+        out["gap_pct"] = gap_pct(user_lengths, reference_lengths)
     _emit(out, as_json)
 
 
@@ -426,7 +456,7 @@ def render_dataset(
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
     help="Also write the instances (in their input units) with the diffusion tours (text "
-    "format). Lengths printed are in the unit square the instances were scaled to.",
+    "format).",
 )
 @click.option("--progress", is_flag=True, help="Progress bar on stderr.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -452,10 +482,18 @@ def solve(
 
     Instances are grouped by city count and batched; the gap is sum(lengths) /
     sum(reference lengths) - 1 against the file's tours (null when the file has none).
+    Lengths are in the instances' input units (the gaps are computed from them); the
+    *_unit_square keys are the lengths once each instance is scaled into [0, 1]^2 for the
+    solve (the same figures when the input already lies there).
     """
     import torch
 
-    from landprior.tasks.tsp.data import gap_pct, tour_lengths, write_instances
+    from landprior.tasks.tsp.data import (
+        gap_pct,
+        input_unit_lengths,
+        tour_lengths,
+        write_instances,
+    )
     from landprior.tasks.tsp.diffuse import (
         DiffusionSolverConfig,
         TSPPriorError,
@@ -492,6 +530,8 @@ def solve(
         progress=progress,
     )
     seconds = time.perf_counter() - start
+    lengths = input_unit_lengths(result.lengths, records)
+    greedy_lengths = input_unit_lengths(result.greedy_lengths, records)
     sizes = sorted(result.groups)
     unet = prior.meta["unet_config"]
     summary: dict[str, Any] = {
@@ -500,10 +540,13 @@ def solve(
         "n_cities": sizes,
         "steps": steps,
         "samples": samples,
-        "mean_length": float(result.lengths.mean()),
+        "mean_length": float(lengths.mean()),
+        "mean_length_unit_square": float(result.lengths.mean()),
         "mean_reference_length": None,
+        "mean_reference_length_unit_square": None,
         "gap_pct": None,
-        "greedy_mean_length": float(result.greedy_lengths.mean()),
+        "greedy_mean_length": float(greedy_lengths.mean()),
+        "greedy_mean_length_unit_square": float(result.greedy_lengths.mean()),
         "greedy_gap_pct": None,
         "two_opt_moves_mean": float(result.moves.mean()),
         "seconds_per_instance": seconds / len(records),
@@ -520,10 +563,12 @@ def solve(
         "weights": prior.meta.get("weights"),
     }
     if all(r.tour is not None for r in records):
-        reference = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+        reference_unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+        reference = input_unit_lengths(reference_unit, records)
         summary["mean_reference_length"] = float(reference.mean())
-        summary["gap_pct"] = gap_pct(result.lengths, reference)
-        summary["greedy_gap_pct"] = gap_pct(result.greedy_lengths, reference)
+        summary["mean_reference_length_unit_square"] = float(reference_unit.mean())
+        summary["gap_pct"] = gap_pct(lengths, reference)
+        summary["greedy_gap_pct"] = gap_pct(greedy_lengths, reference)
     _emit(summary, as_json)  # first: the figures survive a failing write
     if out is not None:
         write_instances(out, [r.original_points for r in records], result.tours)

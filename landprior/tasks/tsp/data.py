@@ -126,6 +126,25 @@ def tour_lengths(points: np.ndarray, tours: np.ndarray) -> np.ndarray:
     return np.sqrt((steps**2).sum(-1)).sum(-1)
 
 
+def input_unit_lengths(lengths: np.ndarray, instances: Sequence[TSPInstance]) -> np.ndarray:
+    """Tour lengths measured on the unit-square ``points``, in each instance's input units.
+
+    ``original_points = points * scale + offset`` is a shift and a uniform scaling, so a
+    tour's length on the original points is its unit-square length times ``scale``.
+
+    Args:
+        lengths: (B,) lengths on ``instances[k].points``.
+        instances: the B instances, in the same order.
+
+    Returns:
+        (B,) float64 lengths in the units the instances were read in.
+    """
+    unit = np.asarray(lengths, dtype=np.float64)
+    if unit.shape != (len(instances),):
+        raise ValueError(f"expected {len(instances)} lengths, got shape {unit.shape}")
+    return unit * np.array([inst.scale for inst in instances], dtype=np.float64)
+
+
 def gap_pct(lengths: np.ndarray, reference: np.ndarray) -> float:
     """The paper's optimality gap (Table 2): ``sum(lengths) / sum(reference) - 1``, in percent."""
     total_ref = float(np.sum(reference))

@@ -284,6 +284,39 @@ def test_cli_solve_prints_the_table_2_keys(checkpoint: Path, tmp_path: Path) -> 
     assert out["n"] == [7, 10] and out["gap_pct"] is None and out["mean_reference_length"] is None
 
 
+def test_cli_solve_lengths_are_in_the_input_units(checkpoint: Path, tmp_path: Path) -> None:
+    """Instances in metres: the printed lengths are metres, measured on the user's points
+    (they were the unit-square lengths of the scaled instances); those stay under
+    *_unit_square, and the gaps are ratios of the printed means."""
+    from landprior.tasks.tsp.data import read_instances
+
+    metres = uniform_instances(3, 10, seed=4) * 2500.0 + 300.0
+    file_tours = random_tours(3, 10, seed=6)
+    path = write_instances(tmp_path / "metres.txt", metres, file_tours)
+    scaled = np.stack([r.points for r in read_instances(path)])
+    out_path = tmp_path / "tours.txt"
+    args = ["tsp", "solve", "--instances", path, "--checkpoint", checkpoint, "--steps", "2",
+            "--threads", "1", "--out", out_path, "--json"]  # fmt: skip
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    out = _json(result.output)
+    tours = np.stack([r.tour for r in read_instances(out_path)])
+    assert out["mean_length"] == pytest.approx(tour_lengths(metres, tours).mean(), rel=1e-9)
+    assert out["mean_length_unit_square"] == pytest.approx(
+        tour_lengths(scaled, tours).mean(), rel=1e-9
+    )
+    assert out["mean_reference_length"] == pytest.approx(
+        tour_lengths(metres, file_tours).mean(), rel=1e-9
+    )
+    assert out["mean_reference_length_unit_square"] == pytest.approx(
+        tour_lengths(scaled, file_tours).mean(), rel=1e-9
+    )
+    assert out["greedy_mean_length"] > 1000 > 20 > out["greedy_mean_length_unit_square"]
+    for prefix in ("", "greedy_"):
+        ratio = out[f"{prefix}mean_length"] / out["mean_reference_length"]
+        assert out[f"{prefix}gap_pct"] == pytest.approx(100 * (ratio - 1))
+
+
 def test_cli_solve_errors(checkpoint: Path, tmp_path: Path) -> None:
     path = tmp_path / "inst.txt"
     write_instances(path, uniform_instances(2, 10, seed=0))

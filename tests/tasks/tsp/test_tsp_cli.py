@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from landprior.cli import main
 from landprior.tasks.tsp.data import kool_test_set, read_instances
+from landprior.tasks.tsp.extract import baseline_tours
 
 
 @pytest.fixture
@@ -157,3 +158,67 @@ def test_a_truncated_tsplib_tour_is_one_line(runner: CliRunner, tmp_path: Path) 
         f"Error: {tour}: TOUR_SECTION does not end with -1 (it stops at line 7 after 3 of 5 "
         "nodes): the file looks truncated; expected node ids 1..5 ended by -1"
     )
+
+
+def _user_unit_instances(path: Path, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Three 9-city instances in metres (x in [500, 4000]) with random tours, written to path."""
+    rng = np.random.default_rng(seed)
+    points = rng.uniform(500.0, 4000.0, (3, 9, 2)).round(2)
+    tours = np.stack([rng.permutation(9) for _ in range(3)])
+    lines = [
+        " ".join(f"{v:.2f}" for v in pts.ravel())
+        + " output " + " ".join(str(v + 1) for v in [*tour, tour[0]])
+        for pts, tour in zip(points, tours, strict=True)
+    ]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+    return points, tours
+
+
+def _lengths_on(points: np.ndarray, tours: np.ndarray) -> np.ndarray:
+    closed = np.concatenate([tours, tours[:, :1]], axis=1)
+    ordered = np.take_along_axis(points, closed[..., None], axis=1)
+    return np.linalg.norm(np.diff(ordered, axis=1), axis=-1).sum(-1)
+
+
+def test_reference_and_baseline_lengths_are_in_the_input_units(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    """Instances in metres: mean_length and mean_reference_length are metres (they were the
+    lengths in the unit square each instance was scaled to); the unit-square figures stay
+    under *_unit_square, and the gap is the ratio of the printed means."""
+    src = tmp_path / "metres.txt"
+    points, file_tours = _user_unit_instances(src, seed=5)
+    file_metres = _lengths_on(points, file_tours)
+    scaled = read_instances(src)
+    unit_square = np.stack([r.points for r in scaled])
+
+    out = tmp_path / "solved.txt"
+    ref = runner.invoke(main, ["tsp", "reference", "--instances", str(src), "--no-cache",
+                               "--out", str(out), "--json"])  # fmt: skip
+    assert ref.exit_code == 0, ref.output
+    summary = _json(ref.output)
+    solved = np.stack([r.tour for r in read_instances(out)])
+    assert summary["mean_length"] == pytest.approx(_lengths_on(points, solved).mean(), rel=1e-9)
+    assert summary["mean_reference_length"] == pytest.approx(file_metres.mean(), rel=1e-9)
+    assert summary["mean_length_unit_square"] == pytest.approx(
+        _lengths_on(unit_square, solved).mean(), rel=1e-9
+    )
+    assert summary["mean_reference_length_unit_square"] == pytest.approx(
+        _lengths_on(unit_square, file_tours).mean(), rel=1e-9
+    )
+    assert summary["mean_length"] > 1000 > 10 > summary["mean_length_unit_square"]
+    assert summary["gap_pct"] == pytest.approx(
+        100 * (summary["mean_length"] / summary["mean_reference_length"] - 1)
+    )
+    text = runner.invoke(main, ["tsp", "reference", "--instances", str(src), "--no-cache"])
+    assert f"mean_length: {summary['mean_length']}" in text.output.splitlines()
+
+    base = runner.invoke(main, ["tsp", "baseline", "--instances", str(src), "--json"])
+    assert base.exit_code == 0, base.output
+    summary = _json(base.output)
+    assert summary["mean_reference_length"] == pytest.approx(file_metres.mean(), rel=1e-9)
+    assert summary["mean_length"] > 1000 > 10 > summary["mean_length_unit_square"]
+    expected = baseline_tours(unit_square, "nn-two-opt").lengths  # the command's default
+    assert summary["mean_length_unit_square"] == pytest.approx(expected.mean(), rel=1e-9)
+    scales = np.array([r.scale for r in scaled])
+    assert summary["mean_length"] == pytest.approx((expected * scales).mean(), rel=1e-9)

@@ -16,6 +16,7 @@ from landprior.tasks.tsp.data import (
     format_line,
     gap_pct,
     group_by_size,
+    input_unit_lengths,
     is_permutation,
     kool_test_set,
     parse_line,
@@ -297,3 +298,16 @@ def test_tsplib_tour_of_another_instance(tmp_path: Path) -> None:
     with pytest.raises(TSPDataError, match=r"toy5.opt.tour:3: DIMENSION is 6 but the instance "
                        "has 5 cities"):  # fmt: skip
         read_instances(tmp_path / "toy5.tsp")
+
+
+def test_input_unit_lengths_measure_on_the_original_points(tmp_path: Path) -> None:
+    rng = np.random.default_rng(8)
+    metres = rng.uniform(-300.0, 9000.0, (4, 7, 2))
+    tours = np.stack([rng.permutation(7) for _ in range(4)])
+    records = read_instances(write_instances(tmp_path / "m.txt", metres, tours))
+    unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+    np.testing.assert_allclose(
+        input_unit_lengths(unit, records), tour_lengths(metres, tours), rtol=1e-12
+    )
+    with pytest.raises(ValueError, match="expected 4 lengths"):
+        input_unit_lengths(unit[:3], records)
