@@ -190,3 +190,38 @@ def test_tsp_reference_writes_the_instances_in_their_input_units(tmp_path) -> No
     for line, inst in zip(out.read_text().splitlines(), points, strict=True):
         coords = line.split("output")[0].split()
         np.testing.assert_allclose(np.array(coords, float).reshape(-1, 2), inst, atol=1e-3)
+
+
+def test_a_closed_stdout_pipe_ends_quietly(tmp_path) -> None:
+    """`landprior ... | head -1`: the reader goes away and the command stops without an error
+    message or traceback, with status 141 (128 + SIGPIPE) like a Unix tool stopped by
+    SIGPIPE (it used to print 'Error: BrokenPipeError: [Errno 32] Broken pipe', status 1)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "landprior", "tsp", "generate", "--n", "8", "--count", "3",
+           "--out", str(tmp_path / "i.txt")]  # fmt: skip
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: deterministic
+    try:
+        run = subprocess.run(cmd, stdout=write_end, stderr=subprocess.PIPE, text=True,
+                             timeout=120)  # fmt: skip
+    finally:
+        os.close(write_end)
+    assert run.returncode == 141, run.stderr
+    assert run.stderr == ""
+    assert (tmp_path / "i.txt").exists()  # the work was done; only the report was cut
+
+    # a reader that takes one line and leaves (the rest may or may not fit in the pipe first)
+    cmd = [sys.executable, "-m", "landprior", "tsp", "baseline", "--instances",
+           str(tmp_path / "i.txt")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().startswith("method:")
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode in (0, 141), err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Error" not in err
