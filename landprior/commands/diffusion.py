@@ -139,6 +139,9 @@ def resume_options(func: Any) -> Any:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (checkpoint.pt, loss.jsonl).")
 @resume_options
+@click.option("--allow-data-change", is_flag=True,
+              help="With --resume: continue even if --data differ from the data the checkpoint "
+              "was trained on (refused by default).")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the initial weights, batches, timesteps, noise and flips.")
 @click.option("--lr", default=1e-4, show_default=True,
@@ -169,6 +172,7 @@ def train_cmd(
     out_dir: Path,
     resume: bool,
     init_from: Path | None,
+    allow_data_change: bool,
     seed: int,
     lr: float,
     ema_rate: float,
@@ -185,11 +189,12 @@ def train_cmd(
     """Train a DDPM prior on an array of images (simple eps loss, Adam, EMA).
 
     Writes OUT/checkpoint.pt (atomically, every --checkpoint-every steps and at the end) and
-    OUT/loss.jsonl. With --resume it continues an interrupted run up to --steps.
+    OUT/loss.jsonl. With --resume it continues an interrupted run up to --steps, on the same
+    data (the checkpoint records a fingerprint of them).
     """
     import torch
 
-    from landprior.diffusion.train import train
+    from landprior.diffusion.train import TrainingDataChanged, train
     from landprior.diffusion.unet import UNetConfig
 
     if threads is not None:
@@ -211,7 +216,14 @@ def train_cmd(
         result = train(
             data, unet, config, out_dir,
             resume=resume, init_from=init_from, progress=not no_progress,
+            allow_data_change=allow_data_change,
         )  # fmt: skip
+    except TrainingDataChanged as err:
+        raise click.ClickException(
+            f"cannot resume {err.checkpoint}: {data_path} differs from the data the run was "
+            f"trained on (checkpoint vs now: {'; '.join(err.changes)}); choose a new --out to "
+            "start afresh, or pass --allow-data-change to continue the run on these data"
+        ) from err
     except (ValueError, FileExistsError) as err:
         message = str(err)
         if message.startswith("training data"):  # name the file the user gave

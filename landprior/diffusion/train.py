@@ -6,8 +6,9 @@ Each step draws a batch x0 (B, C, H, W) in [-1, 1], t uniform in {1..T}, eps ~ N
 moving average of the weights is kept (rate 0.9999 by default, 0 disables it).
 
 Everything is resumable and reproducible: one checkpoint file per run directory holds the
-model, the EMA, the optimizer, the step, the U-Net and training configs, the schedule and all
-random states; it is written atomically (temporary file, then ``os.replace``). With the same
+model, the EMA, the optimizer, the step, the U-Net and training configs, the schedule, all
+random states and a fingerprint of the training data (a resumed run must train on the same
+data); it is written atomically (temporary file, then ``os.replace``). With the same
 seed on the same machine the loss curve is bitwise identical, and a run stopped and resumed
 gives the same weights as an uninterrupted one. Losses are appended to ``loss.jsonl``.
 
@@ -19,12 +20,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ __all__ = [
     "LabelledNet",
     "TrainConfig",
     "TrainResult",
+    "TrainingDataChanged",
     "TrainingInterrupted",
     "load_checkpoint",
     "load_denoiser",
@@ -61,6 +65,8 @@ CHECKPOINT_FORMAT = "landprior.ddpm.v1"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss.jsonl"
 _RANGE_TOL = 1e-3
+_HASH_CHUNK_BYTES = 32 * 2**20  # rows hashed per task of the data fingerprint
+_SAMPLED_ITEMS = 32  # items of a dataset object hashed for its fingerprint
 
 
 # ---------------------------------------------------------------------------------- config
@@ -255,6 +261,153 @@ class _BatchSource:
         return x, None
 
 
+# ---------------------------------------------------------------------------------- fingerprint
+def _native_bytes(part: Any) -> np.ndarray:
+    """The bytes of an array, tensor or number, contiguous and in native byte order."""
+    if isinstance(part, Tensor):
+        return part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+    arr = np.ascontiguousarray(part)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr.reshape(-1).view(np.uint8)
+
+
+def _dtype_name(data: Tensor | np.ndarray) -> str:
+    """``uint8``, ``float32``...: the same name for a tensor and an array of one dtype."""
+    return str(data.dtype).removeprefix("torch.") if isinstance(data, Tensor) else data.dtype.name
+
+
+def _array_fingerprint(data: Tensor | np.ndarray) -> dict[str, Any]:
+    """Shape, dtype and a blake2b hash of every byte of ``data`` (N, ...).
+
+    Hashed in row chunks on a few threads (hashlib releases the GIL): a memmap is never read
+    whole into memory, and 2 GB (100,000 x 5 x 64 x 64 uint8) take 1-2 s on two cores.
+    """
+    shape = [int(d) for d in data.shape]
+    item = data.element_size() if isinstance(data, Tensor) else data.dtype.itemsize
+    rows = max(1, _HASH_CHUNK_BYTES // max(1, item * math.prod(shape[1:])))
+
+    def chunk_digest(lo: int) -> bytes:
+        return hashlib.blake2b(_native_bytes(data[lo : lo + rows]), digest_size=16).digest()
+
+    digest = hashlib.blake2b(repr((shape, _dtype_name(data))).encode(), digest_size=16)
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        for part in pool.map(chunk_digest, range(0, shape[0], rows)):
+            digest.update(part)
+    return {"kind": "array", "shape": shape, "dtype": _dtype_name(data),
+            "blake2b": digest.hexdigest()}  # fmt: skip
+
+
+def _hash_item(digest: Any, item: Any) -> None:
+    """Feed a dataset item (array, tensor, number, or a tuple / list of them) to ``digest``."""
+    if isinstance(item, (tuple, list)):
+        for part in item:
+            _hash_item(digest, part)
+        return
+    arr = item if isinstance(item, Tensor) else np.asarray(item)
+    digest.update(repr((list(arr.shape), _dtype_name(arr))).encode())
+    digest.update(_native_bytes(arr))
+
+
+def _dataset_fingerprint(dataset: Any, n: int) -> dict[str, Any]:
+    """Type, length and a hash of a few evenly spaced items (not all: a dataset object may
+    compute its items, and reading them all would cost as much as an epoch)."""
+    kind = type(dataset)
+    record: dict[str, Any] = {"kind": "dataset", "type": f"{kind.__module__}.{kind.__qualname__}",
+                              "len": n, "blake2b": None}  # fmt: skip
+    idx = np.unique(np.linspace(0, n - 1, min(n, _SAMPLED_ITEMS)).round().astype(np.int64))
+    digest = hashlib.blake2b(repr(idx.tolist()).encode(), digest_size=16)
+    try:
+        if callable(getattr(dataset, "batch", None)):
+            _hash_item(digest, dataset.batch(idx))
+        else:
+            for i in idx.tolist():
+                _hash_item(digest, dataset[i])
+    except (TypeError, ValueError) as err:  # items numpy cannot take: type and length only
+        log.debug("no content hash of the training dataset (%s)", err)
+        return record
+    record["blake2b"] = digest.hexdigest()
+    return record
+
+
+def _data_fingerprint(source: _BatchSource) -> dict[str, Any]:
+    """What a checkpoint records of its training data, to refuse resuming on other data."""
+    started = time.perf_counter()
+    if source.array is not None:
+        images = _array_fingerprint(source.array)
+    else:
+        images = _dataset_fingerprint(source.dataset, source.n)
+    labels = _array_fingerprint(source.labels) if source.labels is not None else None
+    log.debug("fingerprinted the training data in %.2f s", time.perf_counter() - started)
+    return {"images": images, "labels": labels}
+
+
+def _describe(record: Mapping[str, Any]) -> str:
+    if record["kind"] == "array":
+        return f"{record['dtype']} array {tuple(record['shape'])}"
+    return f"{record['type']} of {record['len']} items"
+
+
+def _data_changes(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """How the training data ``now`` differ from the ``saved`` fingerprint (empty: same)."""
+    changes = []
+    for part in ("images", "labels"):
+        old, new = saved.get(part), now.get(part)
+        if old == new:
+            continue
+        if old is None or new is None:
+            changes.append(f"{part}: {'none' if old is None else 'given'} before, "
+                           f"{'none' if new is None else 'given'} now")  # fmt: skip
+        elif old["kind"] != new["kind"] or old.get("type") != new.get("type"):
+            changes.append(f"{part}: {_describe(old)} before, {_describe(new)} now")
+        elif old["kind"] == "array":
+            layout = [f"{part} shape {tuple(old['shape'])} vs {tuple(new['shape'])}"]
+            layout = layout if old["shape"] != new["shape"] else []
+            if old["dtype"] != new["dtype"]:
+                layout.append(f"{part} dtype {old['dtype']} vs {new['dtype']}")
+            changes.extend(layout or [f"{part} content (same shape and dtype, other values)"])
+        elif old["len"] != new["len"]:
+            changes.append(f"{part} length {old['len']} vs {new['len']}")
+        elif None not in (old["blake2b"], new["blake2b"]):
+            changes.append(f"{part} content (other values in the sampled items)")
+    return changes
+
+
+class TrainingDataChanged(ValueError):
+    """Resuming a run on training data other than those its checkpoint records.
+
+    ``checkpoint`` is the run's checkpoint, ``changes`` says what differs (checkpoint vs now).
+    """
+
+    def __init__(self, checkpoint: Path, changes: list[str]) -> None:
+        self.checkpoint = checkpoint
+        self.changes = changes
+        super().__init__(
+            f"cannot resume {checkpoint}: the training data differ from the run's (checkpoint "
+            f"vs now: {'; '.join(changes)}); train into a new output folder to start afresh, "
+            "or pass allow_data_change=True to continue this run on these data"
+        )
+
+
+def _check_same_data(
+    ckpt: Mapping[str, Any], fingerprint: Mapping[str, Any], ckpt_path: Path, allow: bool
+) -> None:
+    """Refuse (or with ``allow`` warn about) resuming a run on other training data."""
+    saved = ckpt.get("data_fingerprint")
+    if saved is None:
+        log.info("%s records no fingerprint of its training data (an older checkpoint); "
+                 "resuming without checking them", ckpt_path)  # fmt: skip
+        return
+    changes = _data_changes(saved, fingerprint)
+    if not changes:
+        return
+    if allow:
+        log.warning("resuming %s on other training data (checkpoint vs now: %s)", ckpt_path,
+                    "; ".join(changes))  # fmt: skip
+        return
+    raise TrainingDataChanged(ckpt_path, changes)
+
+
 class LabelledNet(nn.Module):
     """Bind class labels ``y`` (B,) to a class-conditional U-Net: ``(x, t) -> net(x, t, y)``.
 
@@ -337,6 +490,7 @@ def export_inference_checkpoint(
         "torch_version": ckpt.get("torch_version"),
         "exported_from": {"path": str(checkpoint), "weights": weights},
         "init_from": ckpt.get("init_from"),
+        "data_fingerprint": ckpt.get("data_fingerprint"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(slim, out)
@@ -514,6 +668,7 @@ def train(
     init_from: str | Path | None = None,
     progress: bool = True,
     callback: Callable[[int, float], None] | None = None,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Train a DDPM eps-predictor (Ho et al. eq. 14) and checkpoint it in ``out_dir``.
 
@@ -527,11 +682,18 @@ def train(
         labels: class labels (N,) for a class-conditional network.
         resume: continue from ``out_dir/checkpoint.pt`` if present (up to ``config.steps``).
             Without it an existing checkpoint is an error, never overwritten silently.
+            Every checkpoint records a fingerprint of its training data (shape, dtype and a
+            hash of the bytes of an array; type, length and a few sampled items of a dataset
+            object; the labels): resuming on data that differ raises
+            :class:`TrainingDataChanged` (a ``ValueError``) unless ``allow_data_change``.
+            Checkpoints without one (older runs) resume unchecked.
         init_from: warm start (fine-tuning): a landprior checkpoint whose weights (its EMA
             when it kept one) initialise the network and its EMA; same U-Net config required.
             Optimizer and step start afresh. Ignored when resuming (the run's own checkpoint
             wins).
         callback: called as ``callback(step, loss)`` after every step.
+        allow_data_change: resume even though the training data differ from the
+            checkpoint's (a warning; the checkpoint then records the new data).
 
     Returns:
         A :class:`TrainResult` with this session's per-step losses.
@@ -561,6 +723,7 @@ def train(
             f"in_channels={unet_config.in_channels} (image shape {tuple(first.shape[1:])})"
         )
     _check_image_size(int(first.shape[-2]), int(first.shape[-1]), unet_config)
+    fingerprint = _data_fingerprint(source)
     device = resolve_device(config.device)
     if init_from is not None and not (resume and ckpt_path.exists()):
         check_init_from(init_from, unet_config)
@@ -585,6 +748,7 @@ def train(
         if resume and ckpt_path.exists():
             ckpt = load_checkpoint(ckpt_path)
             _check_same_unet(ckpt, unet_config, f"cannot resume {ckpt_path}")
+            _check_same_data(ckpt, fingerprint, ckpt_path, allow_data_change)
             saved = TrainConfig.from_dict(ckpt["train_config"])
             for key in ("schedule", "num_timesteps"):
                 if getattr(saved, key) != getattr(config, key):
@@ -634,6 +798,7 @@ def train(
                     "rng": _rng_state(generator, device),
                     "torch_version": str(torch.__version__),
                     "init_from": init_record,
+                    "data_fingerprint": fingerprint,
                 },
                 ckpt_path,
             )

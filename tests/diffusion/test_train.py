@@ -410,3 +410,91 @@ def test_image_size_other_than_the_unets_warns_and_an_unusable_one_is_refused_up
     with pytest.raises(ValueError, match=r"15x15 images, not divisible by 2"):
         train(torch.zeros(4, 1, 15, 15), "tiny", _config(), tmp_path / "odd", progress=False)
     assert not (tmp_path / "odd").exists()  # refused before the run folder is made
+
+
+def test_resume_refuses_other_training_data_unless_allowed(tmp_path, caplog) -> None:
+    data = _toy_images(n=8)
+    train(data, "tiny", _config(steps=2), tmp_path / "run", progress=False)
+    record = load_checkpoint(tmp_path / "run")["data_fingerprint"]
+    assert record["images"]["shape"] == [8, 1, 16, 16] and record["labels"] is None
+    other = data.clone()
+    other[3, 0, 0, 0] = 0.5  # one value
+    with pytest.raises(ValueError, match=r"cannot resume .*run.checkpoint\.pt: the training data "
+                       r"differ .*images content \(same shape and dtype, other values\)") as err:
+        train(other, "tiny", _config(steps=3), tmp_path / "run", progress=False, resume=True)
+    assert "new output folder" in str(err.value) and "allow_data_change=True" in str(err.value)
+    with pytest.raises(ValueError, match=r"images shape \(8, 1, 16, 16\) vs \(6, 1, 16, 16\)"):
+        train(data[:6], "tiny", _config(steps=3), tmp_path / "run", progress=False, resume=True)
+    with pytest.raises(ValueError, match="images dtype float32 vs uint8"):
+        train(((data + 1) * 127.5).to(torch.uint8), "tiny", _config(steps=3), tmp_path / "run",
+              progress=False, resume=True)  # fmt: skip
+    assert load_checkpoint(tmp_path / "run")["step"] == 2  # refused runs wrote nothing
+    # the same data as a numpy array (or a memmap) are the same data
+    np.save(tmp_path / "data.npy", data.numpy())
+    same = np.load(tmp_path / "data.npy", mmap_mode="r")
+    assert train(same, "tiny", _config(steps=3), tmp_path / "run", progress=False,
+                 resume=True).step == 3  # fmt: skip
+    with caplog.at_level("WARNING", logger="landprior.diffusion.train"):
+        more = train(other, "tiny", _config(steps=4), tmp_path / "run", progress=False,
+                     resume=True, allow_data_change=True)  # fmt: skip
+    assert more.step == 4 and "on other training data" in caplog.text
+    assert load_checkpoint(tmp_path / "run")["data_fingerprint"]["images"] != record["images"]
+
+
+def test_resume_checks_labels_and_dataset_objects_and_old_checkpoints_resume_unchecked(
+    tmp_path, caplog
+) -> None:
+    data = _toy_images(n=12)
+    labels = torch.arange(12) % 3
+    unet = UNetConfig.preset("tiny").replace(num_classes=3)
+    train(data, unet, _config(steps=1), tmp_path / "cond", labels=labels, progress=False)
+    with pytest.raises(ValueError, match=r"labels content"):
+        train(data, unet, _config(steps=2), tmp_path / "cond", labels=labels.flip(0),
+              progress=False, resume=True)  # fmt: skip
+    # a dataset object: its type, length and a hash of a few items
+    items = list(data)
+    train(items, "tiny", _config(steps=1), tmp_path / "set", progress=False)
+    record = load_checkpoint(tmp_path / "set")["data_fingerprint"]["images"]
+    assert record["type"] == "builtins.list" and record["len"] == 12 and record["blake2b"]
+    with pytest.raises(ValueError, match="images length 12 vs 11"):
+        train(items[:11], "tiny", _config(steps=2), tmp_path / "set", progress=False,
+              resume=True)  # fmt: skip
+    with pytest.raises(ValueError, match="other values in the sampled items"):
+        train(items[::-1], "tiny", _config(steps=2), tmp_path / "set", progress=False,
+              resume=True)  # fmt: skip
+    with pytest.raises(ValueError, match=r"builtins\.list of 12 items before, float32 array"):
+        train(data, "tiny", _config(steps=2), tmp_path / "set", progress=False, resume=True)
+    # a checkpoint written before fingerprints resumes on any data, as it did
+    path = tmp_path / "set" / CHECKPOINT_NAME
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["data_fingerprint"]
+    torch.save(ckpt, path)
+    with caplog.at_level("INFO", logger="landprior.diffusion.train"):
+        resumed = train(data[:5], "tiny", _config(steps=2), tmp_path / "set", progress=False,
+                        resume=True)  # fmt: skip
+    assert resumed.step == 2 and "records no fingerprint" in caplog.text
+    assert load_checkpoint(tmp_path / "set")["data_fingerprint"]["images"]["shape"][0] == 5
+
+
+def test_cli_resume_on_another_data_file_is_refused_unless_allowed(tmp_path) -> None:
+    first, second = tmp_path / "a.npy", tmp_path / "b.npy"
+    np.save(first, _toy_images(n=8).numpy())
+    np.save(second, -_toy_images(n=8).numpy())
+    out = tmp_path / "run"
+    runner = CliRunner()
+
+    def run(data, steps: str, *extra: str):
+        return runner.invoke(main, ["diffusion", "train", "--data", str(data), "--preset", "tiny",
+                                    "--steps", steps, "--batch-size", "2", "--out", str(out),
+                                    "--no-progress", *extra])  # fmt: skip
+
+    assert run(first, "1").exit_code == 0
+    refused = run(second, "2", "--resume")
+    assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
+    assert f"cannot resume {out / CHECKPOINT_NAME}: {second} differs" in refused.output
+    assert "images content" in refused.output and "--allow-data-change" in refused.output
+    assert "new --out" in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert run(first, "2", "--resume").exit_code == 0
+    allowed = run(second, "3", "--resume", "--allow-data-change")
+    assert allowed.exit_code == 0, allowed.output
+    assert load_checkpoint(out)["step"] == 3
