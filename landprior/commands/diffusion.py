@@ -110,7 +110,8 @@ def _train_config(**settings: Any) -> TrainConfig:
 
 
 def resume_options(func: Any) -> Any:
-    """--resume and --init-from, shared by every training command of a DDPM prior."""
+    """--resume, --allow-data-change and --init-from, shared by every training command of a
+    DDPM prior."""
     func = click.option(
         "--init-from",
         type=click.Path(exists=True, path_type=Path),
@@ -118,9 +119,25 @@ def resume_options(func: Any) -> Any:
         help="Warm start (fine-tune): take the weights of this landprior checkpoint (same "
         "U-Net preset); optimizer and step count start afresh.",
     )(func)
+    func = click.option(
+        "--allow-data-change", is_flag=True,
+        help="With --resume: continue even if the training data differ from those the "
+        "checkpoint was trained on (refused by default).",
+    )(func)  # fmt: skip
     return click.option(
         "--resume", is_flag=True, help="Continue the run in --out from its checkpoint."
     )(func)
+
+
+def data_changed_error(err: Any, data: str, option: str = "--allow-data-change"
+                       ) -> click.ClickException:
+    """The CLI's one line for a :class:`~landprior.diffusion.train.TrainingDataChanged`:
+    ``data`` names what the user gave, ``option`` how to continue anyway."""
+    return click.ClickException(
+        f"cannot resume {err.checkpoint}: {data} differ from the data the run was trained on "
+        f"(checkpoint vs now: {'; '.join(err.changes)}); choose a new --out to start afresh, "
+        f"or pass {option} to continue the run on these data"
+    )
 
 
 @group.command(name="train")
@@ -139,9 +156,6 @@ def resume_options(func: Any) -> Any:
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Run folder (checkpoint.pt, loss.jsonl).")
 @resume_options
-@click.option("--allow-data-change", is_flag=True,
-              help="With --resume: continue even if --data differ from the data the checkpoint "
-              "was trained on (refused by default).")
 @click.option("--seed", default=0, show_default=True, type=int,
               help="Seed of the initial weights, batches, timesteps, noise and flips.")
 @click.option("--lr", default=1e-4, show_default=True,
@@ -219,11 +233,7 @@ def train_cmd(
             allow_data_change=allow_data_change,
         )  # fmt: skip
     except TrainingDataChanged as err:
-        raise click.ClickException(
-            f"cannot resume {err.checkpoint}: {data_path} differs from the data the run was "
-            f"trained on (checkpoint vs now: {'; '.join(err.changes)}); choose a new --out to "
-            "start afresh, or pass --allow-data-change to continue the run on these data"
-        ) from err
+        raise data_changed_error(err, f"the images of {data_path}") from err
     except (ValueError, FileExistsError) as err:
         message = str(err)
         if message.startswith("training data"):  # name the file the user gave

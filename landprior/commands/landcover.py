@@ -111,6 +111,11 @@ def group() -> None:
 @_mapping_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the patch sampling, the training and the --samples-png samples.")
+@click.option("--on-data-change", type=click.Choice(["error", "continue", "restart"]),
+              default="error", show_default=True,
+              help="When OUT holds a run trained on other label patches (another city, "
+              "--patches, --patch-size, --factor, --mapping or --seed): stop, continue that "
+              "run on the new patches, or start a new run over it.")
 @_samples_png_option
 @_threads_option
 @_device_option
@@ -118,10 +123,15 @@ def group() -> None:
 @_friendly
 def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int, factor: int,
                 preset: str, steps: int, batch_size: int, lr: float, ema_rate: float,
-                mapping: str, seed: int, samples_png: Path | None, threads: int | None,
-                device: torch.device, no_progress: bool) -> None:
-    """Train the label DDPM prior on one-hot label patches of the source city."""
-    from landprior.diffusion.train import TrainConfig
+                mapping: str, seed: int, on_data_change: str, samples_png: Path | None,
+                threads: int | None, device: torch.device, no_progress: bool) -> None:
+    """Train the label DDPM prior on one-hot label patches of the source city.
+
+    A run already in OUT continues from its checkpoint up to --steps (more --steps extend
+    it), provided it was trained on the same label patches (see --on-data-change).
+    """
+    from landprior.commands.diffusion import data_changed_error
+    from landprior.diffusion.train import TrainConfig, TrainingDataChanged
     from landprior.fileio import save_npy_atomic
     from landprior.landcover.enviroatlas import EnviroAtlas
     from landprior.landcover.prior import (
@@ -136,12 +146,23 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
         EnviroAtlas(root), city, patches, size=patch_size, factor=factor,
         mapping=mapping, seed=seed,  # type: ignore[arg-type]
     )
-    save_npy_atomic(labels, out / "patches.npy")
     config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate,
                          seed=seed, hflip=True, vflip=True,
                          checkpoint_every=max(steps // 5, 1), device=str(device))
-    result = train_label_prior(labels, out, preset=preset, config=config, resume=True,
-                               progress=not no_progress)
+    try:
+        result = train_label_prior(labels, out, preset=preset, config=config, resume=True,
+                                   progress=not no_progress,
+                                   allow_data_change=on_data_change == "continue")
+    except TrainingDataChanged as err:
+        if on_data_change != "restart":
+            raise data_changed_error(err, "the label patches",
+                                     "--on-data-change continue (or restart)") from err
+        log.warning("%s was trained on other label patches (%s); deleting it and starting a "
+                    "new run", err.checkpoint, "; ".join(err.changes))
+        err.checkpoint.unlink()
+        result = train_label_prior(labels, out, preset=preset, config=config, resume=False,
+                                   progress=not no_progress)
+    save_npy_atomic(labels, out / "patches.npy")  # the patches of the run now in OUT
     if samples_png is not None:
         sample_label_grid(result.checkpoint, samples_png, size=patch_size // factor, seed=seed,
                           real_patches=labels, device=device)

@@ -13,7 +13,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from landprior.commands import device_option, train_device_option
-from landprior.commands.diffusion import resume_options
+from landprior.commands.diffusion import data_changed_error, resume_options
 from landprior.fileio import ensure_writable
 
 if TYPE_CHECKING:
@@ -685,6 +685,7 @@ def train_prior(
     checkpoint_every: int,
     no_flips: bool,
     resume: bool,
+    allow_data_change: bool,
     init_from: Path | None,
     threads: int | None,
     device: str | None,
@@ -704,7 +705,12 @@ def train_prior(
     """
     import torch
 
-    from landprior.diffusion.train import TrainConfig, check_init_from, train
+    from landprior.diffusion.train import (
+        TrainConfig,
+        TrainingDataChanged,
+        check_init_from,
+        train,
+    )
     from landprior.diffusion.unet import UNetConfig
     from landprior.tasks.tsp.render import RasterSpec, build_render_dataset
 
@@ -755,7 +761,10 @@ def train_prior(
         result = train(
             images, unet, config, out_dir,
             resume=resume, init_from=init_from, progress=not no_progress,
+            allow_data_change=allow_data_change,
         )  # fmt: skip
+    except TrainingDataChanged as exc:
+        raise data_changed_error(exc, f"the tour images of {data_path}") from exc
     except (ValueError, FileExistsError) as exc:
         raise click.ClickException(str(exc)) from exc
     last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"

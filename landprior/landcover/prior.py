@@ -131,8 +131,12 @@ def train_label_prior(
     config: TrainConfig | None = None,
     resume: bool = True,
     progress: bool = True,
+    allow_data_change: bool = False,
 ) -> TrainResult:
     """Train the DDPM on label patches (N, h, w) uint8; checkpoints in ``out_dir``.
+
+    ``resume`` continues a run in ``out_dir`` on the same patches (other patches raise
+    :class:`~landprior.diffusion.train.TrainingDataChanged` unless ``allow_data_change``).
 
     ``preset`` names a U-Net preset, whose input and output channels are set to the number
     of classes of the one-hot patches; an explicit ``UNetConfig`` is used as given (a
@@ -147,7 +151,8 @@ def train_label_prior(
             unet = unet.replace(in_channels=channels, out_channels=channels)
     # default: the CPU recipe (models/landcover/README.md: ~17 min on one thread)
     config = config or TrainConfig(steps=3000, batch_size=32, lr=1e-3, ema_rate=0.995)
-    return train(x, unet, config, out_dir, resume=resume, progress=progress)
+    return train(x, unet, config, out_dir, resume=resume, progress=progress,
+                 allow_data_change=allow_data_change)
 
 
 def sample_label_grid(

@@ -44,6 +44,9 @@ if PRIOR_CHECKPOINT:
 else:
 
     rule train_prior:
+        """Train the prior in RESULTS/prior/run (not an output: Snakemake deletes a job's
+        outputs before rerunning it, so a killed or extended training run would otherwise
+        start over) and install its EMA weights as the prior."""
         input:
             marker=dataset_ready,
         output:
@@ -57,6 +60,7 @@ else:
             device=DEVICE,
             data=lambda w, input: str(Path(input.marker).parent),
             out=lambda w, output: str(Path(output.checkpoint).parent),
+            run=lambda w, output: str(Path(output.checkpoint).parent / "run"),
             source=SOURCE,
             p=config["prior"],
             size=config["chip_size"],
@@ -72,12 +76,18 @@ else:
         resources:
             mem_mb=4000,
         shell:
-            # Resumes from the last checkpoint if interrupted (checkpoints are atomic).
-            "landprior landcover train-prior --data {params.data} --city {params.source}"
-            " --out {params.out}"
+            # A killed run resumes from its last checkpoint (checkpoints are atomic); more
+            # prior.steps extend it; other label patches (city, patches, size, factor,
+            # mapping, seed) start a new run over it.
+            "(landprior landcover train-prior --data {params.data} --city {params.source}"
+            " --out {params.run} --on-data-change restart"
             " --patches {params.p[patches]} --patch-size {params.size} --factor {params.factor}"
             " --preset {params.p[preset]} --steps {params.p[steps]}"
             " --batch-size {params.p[batch_size]} --lr {params.p[lr]}"
             " --ema-rate {params.p[ema_rate]} --mapping {params.mapping} --seed {params.p[seed]}"
-            " --samples-png {output.samples} --threads {threads} --device {params.device}"
-            " --no-progress > {log} 2>&1"
+            " --threads {threads} --device {params.device} --no-progress"
+            " && landprior landcover install-prior --checkpoint {params.run}"
+            " --data {params.data} --city {params.source} --out {params.out}"
+            " --patch-size {params.size} --factor {params.factor} --mapping {params.mapping}"
+            " --seed {params.p[seed]} --samples-png {output.samples} --threads {threads}"
+            " --device {params.device}) > {log} 2>&1"

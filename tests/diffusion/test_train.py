@@ -491,7 +491,7 @@ def test_cli_resume_on_another_data_file_is_refused_unless_allowed(tmp_path) -> 
     assert run(first, "1").exit_code == 0
     refused = run(second, "2", "--resume")
     assert refused.exit_code == 1 and "Traceback" not in refused.output, refused.output
-    assert f"cannot resume {out / CHECKPOINT_NAME}: {second} differs" in refused.output
+    assert f"cannot resume {out / CHECKPOINT_NAME}: the images of {second} differ" in refused.output
     assert "images content" in refused.output and "--allow-data-change" in refused.output
     assert "new --out" in refused.output and len(refused.output.strip().splitlines()) == 1
     assert run(first, "2", "--resume").exit_code == 0

@@ -350,3 +350,44 @@ def test_a_signal_stops_segmenter_training_resumably(pipeline: dict[str, Path], 
     assert done.returncode == 0, done.stderr
     assert "holds an interrupted run; starting over" in done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["seg.pt"]
+
+
+def test_train_prior_extends_a_run_and_minds_its_patches(pipeline: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """A run in OUT is continued (more --steps extend it) only on the same label patches:
+    other patches stop with the option to pass, or continue / restart as asked."""
+    import shutil
+
+    from landprior.diffusion.train import load_checkpoint
+
+    run = tmp_path / "prior"
+    shutil.copytree(pipeline["prior"], run)
+
+    def train(*extra: str) -> Result:
+        return _run("landcover", "train-prior", "--data", pipeline["root"], "--city",
+                    SOURCE_CITY, "--out", run, "--patch-size", "32", "--factor", "4",
+                    "--preset", "landcover-cpu", "--batch-size", "4", "--threads", "1",
+                    "--no-progress", *extra)  # fmt: skip
+
+    def log_steps() -> list[int]:
+        lines = (run / "loss.jsonl").read_text().splitlines()
+        return [json.loads(line)["step"] for line in lines]
+
+    extended = train("--patches", "8", "--steps", "3")
+    assert extended.exit_code == 0, extended.output
+    assert load_checkpoint(run)["step"] == 3 and log_steps() == [1, 2, 3]
+
+    refused = train("--patches", "9", "--steps", "4")
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert "the label patches differ from the data the run was trained on" in refused.output
+    assert "--on-data-change continue (or restart)" in refused.output
+    assert load_checkpoint(run)["step"] == 3 and np.load(run / "patches.npy").shape[0] == 8
+
+    restarted = train("--patches", "9", "--steps", "2", "--on-data-change", "restart")
+    assert restarted.exit_code == 0, restarted.output
+    assert load_checkpoint(run)["step"] == 2 and log_steps() == [1, 2]
+    assert np.load(run / "patches.npy").shape[0] == 9
+
+    continued = train("--patches", "10", "--steps", "3", "--on-data-change", "continue")
+    assert continued.exit_code == 0, continued.output
+    assert load_checkpoint(run)["step"] == 3 and log_steps() == [1, 2, 3]

@@ -15,6 +15,7 @@ cases below are set up so that the download step never tries to fetch anything).
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import shutil
@@ -592,6 +593,31 @@ def test_deleted_prediction_reruns_only_what_depends_on_it(tiny_run: TinyRun) ->
         assert src.colormap(1) and src.overviews(1)
     again = tiny_run.snakemake("-n")
     assert "Nothing to be done" in again.stdout, again.stdout
+
+
+@pytest.mark.slow
+def test_more_prior_steps_extend_the_trained_prior(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """The prior trains in RESULTS/prior/run, which is not a rule output (Snakemake deletes
+    a job's outputs before rerunning it): raising prior.steps continues that run instead
+    of starting over, and the installed prior is the extended one. On a copy of the run."""
+    from landprior.diffusion.train import load_checkpoint
+
+    work = tmp_path / "copy"
+    shutil.copytree(tiny_run.workdir, work, symlinks=True)  # .snakemake and mtimes too
+    results = work / tiny_config()["results"]
+    steps = tiny_config()["prior"]["steps"]
+    assert load_checkpoint(results / "prior" / "run")["step"] == steps
+    loss_log = results / "prior" / "run" / "loss.jsonl"
+    before = loss_log.read_text().splitlines()
+    path = write_config(work, tiny_config(**{"prior.steps": steps + 2}), name="longer.yaml")
+    target = str((results / "prior" / "samples.png").relative_to(work))
+    done = snakemake("--cores", "2", f"--configfile={path}", target, cwd=work)
+    assert done.returncode == 0, done.stdout[-20000:]
+    assert executed_jobs(done.stdout) == {"train_prior": 1}, done.stdout
+    lines = loss_log.read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == list(range(1, steps + 3))
+    assert lines[:steps] == before  # resumed: the first steps (and their times) were kept
+    assert load_checkpoint(results / "prior" / "checkpoint.pt")["step"] == steps + 2
 
 
 def test_enviroatlas_root_must_be_where_the_archive_extracts(tmp_path: Path) -> None:
