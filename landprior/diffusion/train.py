@@ -27,7 +27,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +41,7 @@ from landprior.diffusion.denoiser import EpsDenoiser, freeze
 from landprior.diffusion.schedule import SCHEDULE_NAMES, NoiseSchedule
 from landprior.diffusion.unet import UNetConfig, UNetModel
 from landprior.fileio import atomic_output, torch_load_checked
+from landprior.fingerprint import array_fingerprint, dtype_name, native_bytes
 from landprior.interrupt import StopOnSignal, TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,6 @@ CHECKPOINT_FORMAT = "landprior.ddpm.v1"
 CHECKPOINT_NAME = "checkpoint.pt"
 LOSS_LOG_NAME = "loss.jsonl"
 _RANGE_TOL = 1e-3
-_HASH_CHUNK_BYTES = 32 * 2**20  # rows hashed per task of the data fingerprint
 _SAMPLED_ITEMS = 32  # items of a dataset object hashed for its fingerprint
 
 
@@ -262,42 +261,6 @@ class _BatchSource:
 
 
 # ---------------------------------------------------------------------------------- fingerprint
-def _native_bytes(part: Any) -> np.ndarray:
-    """The bytes of an array, tensor or number, contiguous and in native byte order."""
-    if isinstance(part, Tensor):
-        return part.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
-    arr = np.ascontiguousarray(part)
-    if not arr.dtype.isnative:
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    return arr.reshape(-1).view(np.uint8)
-
-
-def _dtype_name(data: Tensor | np.ndarray) -> str:
-    """``uint8``, ``float32``...: the same name for a tensor and an array of one dtype."""
-    return str(data.dtype).removeprefix("torch.") if isinstance(data, Tensor) else data.dtype.name
-
-
-def _array_fingerprint(data: Tensor | np.ndarray) -> dict[str, Any]:
-    """Shape, dtype and a blake2b hash of every byte of ``data`` (N, ...).
-
-    Hashed in row chunks on a few threads (hashlib releases the GIL): a memmap is never read
-    whole into memory, and 2 GB (100,000 x 5 x 64 x 64 uint8) take 1-2 s on two cores.
-    """
-    shape = [int(d) for d in data.shape]
-    item = data.element_size() if isinstance(data, Tensor) else data.dtype.itemsize
-    rows = max(1, _HASH_CHUNK_BYTES // max(1, item * math.prod(shape[1:])))
-
-    def chunk_digest(lo: int) -> bytes:
-        return hashlib.blake2b(_native_bytes(data[lo : lo + rows]), digest_size=16).digest()
-
-    digest = hashlib.blake2b(repr((shape, _dtype_name(data))).encode(), digest_size=16)
-    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
-        for part in pool.map(chunk_digest, range(0, shape[0], rows)):
-            digest.update(part)
-    return {"kind": "array", "shape": shape, "dtype": _dtype_name(data),
-            "blake2b": digest.hexdigest()}  # fmt: skip
-
-
 def _hash_item(digest: Any, item: Any) -> None:
     """Feed a dataset item (array, tensor, number, or a tuple / list of them) to ``digest``."""
     if isinstance(item, (tuple, list)):
@@ -305,8 +268,8 @@ def _hash_item(digest: Any, item: Any) -> None:
             _hash_item(digest, part)
         return
     arr = item if isinstance(item, Tensor) else np.asarray(item)
-    digest.update(repr((list(arr.shape), _dtype_name(arr))).encode())
-    digest.update(_native_bytes(arr))
+    digest.update(repr((list(arr.shape), dtype_name(arr))).encode())
+    digest.update(native_bytes(arr))
 
 
 def _dataset_fingerprint(dataset: Any, n: int) -> dict[str, Any]:
@@ -334,10 +297,10 @@ def _data_fingerprint(source: _BatchSource) -> dict[str, Any]:
     """What a checkpoint records of its training data, to refuse resuming on other data."""
     started = time.perf_counter()
     if source.array is not None:
-        images = _array_fingerprint(source.array)
+        images = array_fingerprint(source.array)
     else:
         images = _dataset_fingerprint(source.dataset, source.n)
-    labels = _array_fingerprint(source.labels) if source.labels is not None else None
+    labels = array_fingerprint(source.labels) if source.labels is not None else None
     log.debug("fingerprinted the training data in %.2f s", time.perf_counter() - started)
     return {"images": images, "labels": labels}
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landprior.fileio import atomic_output, torch_load_checked
+from landprior.fingerprint import array_fingerprint
 from landprior.interrupt import StopOnSignal, TrainingInterrupted
 from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
 from landprior.landcover.upsample import (
@@ -172,17 +172,8 @@ def training_state_path(out: str | Path) -> Path:
 
 
 def _fingerprint(*tensors: Tensor | None) -> list[dict[str, object] | None]:
-    """Shape, dtype and content hash of each training tensor (a resumed run must see the
-    same chips: otherwise it silently continues on other data)."""
-    prints: list[dict[str, object] | None] = []
-    for t in tensors:
-        if t is None:
-            prints.append(None)
-            continue
-        data = t.detach().cpu().contiguous()
-        digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16).hexdigest()
-        prints.append({"shape": list(data.shape), "dtype": str(data.dtype), "blake2b": digest})
-    return prints
+    """What a resumed run must see again: the fingerprint of each training tensor."""
+    return [None if t is None else array_fingerprint(t) for t in tensors]
 
 
 def _rng_states(g: torch.Generator, device: torch.device) -> dict[str, Tensor | None]:
