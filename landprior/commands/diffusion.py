@@ -208,7 +208,7 @@ def train_cmd(
     """
     import torch
 
-    from landprior.diffusion.train import TrainingDataChanged, train
+    from landprior.diffusion.train import TrainingDataChanged, TrainingDataError, train
     from landprior.diffusion.unet import UNetConfig
 
     if threads is not None:
@@ -234,11 +234,10 @@ def train_cmd(
         )  # fmt: skip
     except TrainingDataChanged as err:
         raise data_changed_error(err, f"the images of {data_path}") from err
+    except TrainingDataError as err:  # name the file the user gave
+        raise click.ClickException(f"{data_path}: {err}") from err
     except (ValueError, FileExistsError) as err:
-        message = str(err)
-        if message.startswith("training data"):  # name the file the user gave
-            message = f"{data_path}: {message}"
-        raise click.ClickException(message) from err
+        raise click.ClickException(str(err)) from err
     last = f"{result.losses[-1]:.4f}" if result.losses else "n/a"
     click.echo(f"step {result.step}: last loss {last}; checkpoint {result.checkpoint}")
 

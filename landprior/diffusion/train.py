@@ -54,6 +54,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDataChanged",
+    "TrainingDataError",
     "TrainingInterrupted",
     "load_checkpoint",
     "load_denoiser",
@@ -143,6 +144,11 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------- data
+class TrainingDataError(ValueError):
+    """Training data that cannot be trained on (shape, dtype, range, NaN, channels, size);
+    the message starts with "training data" (the CLI puts the file's name before it)."""
+
+
 class _BatchSource:
     """Random batches from a tensor / array (N, C, H, W), optional labels, or a Dataset.
 
@@ -159,7 +165,7 @@ class _BatchSource:
         self.array = None
         if isinstance(data, (Tensor, np.ndarray)):
             if data.ndim != 4:
-                raise ValueError(
+                raise TrainingDataError(
                     f"training data must have shape (N, C, H, W), got {tuple(data.shape)}"
                 )
             self.array = data
@@ -174,7 +180,7 @@ class _BatchSource:
                 f"or a torch Dataset, got {type(data).__name__}"
             )
         if self.n < 1:
-            raise ValueError("training data is empty")
+            raise TrainingDataError("training data is empty")
         self.labels = None
         if labels is not None:
             self.labels = torch.as_tensor(np.asarray(labels)).long()
@@ -195,17 +201,21 @@ class _BatchSource:
             part = data[lo : lo + chunk]
             rows = part if isinstance(part, Tensor) else torch.from_numpy(np.array(part))
             if rows.is_complex() or rows.dtype == torch.bool:
-                raise ValueError(f"training data must be real numbers, got dtype {rows.dtype}")
+                raise TrainingDataError(
+                    f"training data must be real numbers, got dtype {rows.dtype}"
+                )
             rows = rows.float()
             bad = ~torch.isfinite(rows).flatten(1).all(dim=1)
             if bad.any():
                 first = lo + int(bad.nonzero()[0])
-                raise ValueError(f"training data contain NaN or inf (image {first} is the first)")
+                raise TrainingDataError(
+                    f"training data contain NaN or inf (image {first} is the first)"
+                )
             out = (rows.abs() > 1 + _RANGE_TOL).flatten(1).any(dim=1)
             if out.any():
                 first = lo + int(out.nonzero()[0])
                 lo_v, hi_v = torch.aminmax(rows[first - lo])
-                raise ValueError(
+                raise TrainingDataError(
                     f"training data must lie in [-1, 1] (or be uint8 in [0, 255]); image {first} "
                     f"holds values in [{float(lo_v):.4g}, {float(hi_v):.4g}]"
                 )
@@ -221,9 +231,9 @@ class _BatchSource:
             return x
         lo, hi = torch.aminmax(x)
         if not torch.isfinite(lo) or not torch.isfinite(hi):
-            raise ValueError("training data contain NaN or inf")
+            raise TrainingDataError("training data contain NaN or inf")
         if lo < -1 - _RANGE_TOL or hi > 1 + _RANGE_TOL:
-            raise ValueError(
+            raise TrainingDataError(
                 f"training data must lie in [-1, 1] (or be uint8 in [0, 255]); found values in "
                 f"[{float(lo):.4g}, {float(hi):.4g}]"
             )
@@ -604,7 +614,7 @@ def _check_image_size(height: int, width: int, unet_config: UNetConfig) -> None:
     """
     factor = unet_config.downsample_factor
     if height % factor or width % factor:
-        raise ValueError(
+        raise TrainingDataError(
             f"training data are {height}x{width} images, not divisible by {factor}: the U-Net "
             f"({unet_config.name}) needs height and width multiples of {factor} (one halving "
             f"per level of channel_mult {unet_config.channel_mult} after the first)"
@@ -681,7 +691,7 @@ def train(
         )
     first, _ = source.get(torch.zeros(1, dtype=torch.long))
     if first.shape[1] != unet_config.in_channels:
-        raise ValueError(
+        raise TrainingDataError(
             f"training data have {first.shape[1]} channels, the U-Net expects "
             f"in_channels={unet_config.in_channels} (image shape {tuple(first.shape[1:])})"
         )
@@ -776,7 +786,7 @@ def train(
                 idx = torch.randint(source.n, (config.batch_size,), generator=generator)
                 x0, y = source.get(idx)
                 if x0.shape[1] != unet_config.in_channels:
-                    raise ValueError(
+                    raise TrainingDataError(
                         f"training data have {x0.shape[1]} channels, the U-Net expects "
                         f"in_channels={unet_config.in_channels} (batch shape {tuple(x0.shape)})"
                     )
