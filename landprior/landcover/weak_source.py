@@ -48,25 +48,31 @@ def weak_reader(dataset: EnviroAtlas, spec: str | Path) -> WeakReader:
             f"{dataset.layout.layer_names} nor an existing folder"
         )
 
+    checked_files: set[Path] = set()
+
     def read_folder(tile: Tile, window: Window | None = None) -> np.ndarray:
         path = weak_label_path(folder, tile)
         if not path.is_file():
             raise FileNotFoundError(f"weak labels for {tile.key} not found: {path}")
-        naip = dataset.profile(tile, "naip")
         with rasterio.open(path) as src:
-            if src.count != 5 or src.dtypes[0] != "uint8":
-                raise ValueError(f"{path}: expected 5 uint8 bands, got {src.count} {src.dtypes[0]}")
-            if src.crs != naip["crs"] or (src.height, src.width) != (naip["height"], naip["width"]):
-                raise ValueError(
-                    f"{path}: grid {src.height}x{src.width} {src.crs} differs from the imagery "
-                    f"grid {naip['height']}x{naip['width']} {naip['crs']}"
-                )
-            # absolute tolerance (a millionth of a pixel): rtol would scale with coordinates
-            atol = 1e-6 * abs(naip["transform"].a)
-            if not np.allclose(
-                tuple(src.transform)[:6], tuple(naip["transform"])[:6], rtol=0, atol=atol
-            ):
-                raise ValueError(f"{path}: transform differs from the imagery's transform")
+            if path not in checked_files:  # once per file, not for every window read
+                _check_on_imagery_grid(src, path, dataset.profile(tile, "naip"))
+                checked_files.add(path)
             return prior_from_uint8(src.read(window=window))
 
     return read_folder
+
+
+def _check_on_imagery_grid(src: rasterio.io.DatasetReader, path: Path, naip: dict) -> None:
+    """A weak-label GeoTIFF must hold 5 uint8 bands on exactly the imagery's grid."""
+    if src.count != 5 or src.dtypes[0] != "uint8":
+        raise ValueError(f"{path}: expected 5 uint8 bands, got {src.count} {src.dtypes[0]}")
+    if src.crs != naip["crs"] or (src.height, src.width) != (naip["height"], naip["width"]):
+        raise ValueError(
+            f"{path}: grid {src.height}x{src.width} {src.crs} differs from the imagery "
+            f"grid {naip['height']}x{naip['width']} {naip['crs']}"
+        )
+    # absolute tolerance (a millionth of a pixel): rtol would scale with coordinates
+    atol = 1e-6 * abs(naip["transform"].a)
+    if not np.allclose(tuple(src.transform)[:6], tuple(naip["transform"])[:6], rtol=0, atol=atol):
+        raise ValueError(f"{path}: transform differs from the imagery's transform")
