@@ -467,7 +467,12 @@ def export_chips(chips_path: Path, out_dir: Path, layers: tuple[str, ...],
 @click.option("--replay-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.5,
               show_default=True, help="Share of each batch drawn from --replay-chips.")
 @click.option("--resume", is_flag=True,
-              help="Continue an interrupted run from OUT.resume (same chips and settings).")
+              help="Continue an interrupted run from OUT.resume (same chips, settings and "
+              "starting weights).")
+@click.option("--on-change", type=click.Choice(["error", "restart"]), default="error",
+              show_default=True,
+              help="With --resume, when OUT.resume belongs to another run (other chips, "
+              "settings or --init weights): stop, or start over.")
 @click.option("--save-every", type=click.IntRange(min=1), default=200, show_default=True,
               help="Steps between saves of the resumable state OUT.resume.")
 @_threads_option
@@ -478,7 +483,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
                         init_path: Path | None, out: Path, steps: int, batch_size: int,
                         lr: float, base_channels: int, depth: int, norm: str, seed: int,
                         replay_paths: tuple[Path, ...], replay_fraction: float, resume: bool,
-                        save_every: int, threads: int | None, device: torch.device,
+                        on_change: str, save_every: int, threads: int | None, device: torch.device,
                         no_progress: bool) -> None:
     """Train (or fine-tune) the U-Net p(labels | image) on chip sets.
 
@@ -492,6 +497,7 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
     from landprior.landcover.chips import ChipSet
     from landprior.landcover.segmenter import (
         SegmenterConfig,
+        SegmenterStateMismatch,
         SegmenterTrainConfig,
         load_segmenter,
         save_segmenter,
@@ -534,16 +540,23 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
     else:
         model = SegmenterConfig(in_channels=images.shape[1], base_channels=base_channels,
                                 depth=depth, norm=norm).build()
-    losses = train_segmenter(
-        model.to(device), images, labels,
-        SegmenterTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                             replay_fraction=replay_fraction),
-        replay=replay,
-        progress=not no_progress,
-        state_path=training_state_path(out),
-        resume=resume,
-        save_every=save_every,
-    )
+    model = model.to(device)
+    train_config = SegmenterTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                                        replay_fraction=replay_fraction)
+    state_path = training_state_path(out)
+
+    def run(resume_run: bool) -> list[float]:
+        return train_segmenter(model, images, labels, train_config, replay=replay,
+                               progress=not no_progress, state_path=state_path,
+                               resume=resume_run, save_every=save_every)
+
+    try:
+        losses = run(resume)
+    except SegmenterStateMismatch as err:
+        if on_change != "restart":
+            raise click.ClickException(f"{err} (--on-change restart starts over)") from err
+        log.warning("%s; starting over", err)  # a refused resume has not touched the model
+        losses = run(False)
     meta = {"inputs": inputs, "downsample": factors.pop(), "target": target,
             "chip_size": int(images.shape[-1]),  # model px; predict's default --window
             "chips": [str(p) for p in chips_paths], "init": str(init_path) if init_path else None,

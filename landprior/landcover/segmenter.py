@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from landprior.fileio import atomic_output, torch_load_checked
-from landprior.fingerprint import array_fingerprint
+from landprior.fingerprint import array_fingerprint, native_bytes
 from landprior.interrupt import StopOnSignal, TrainingInterrupted
 from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
 from landprior.landcover.upsample import (
@@ -184,12 +185,35 @@ def _rng_states(g: torch.Generator, device: torch.device) -> dict[str, Tensor | 
     }
 
 
+def _weights_fingerprint(model: nn.Module) -> str:
+    """A hash of the starting weights (from --init, or drawn with the seed): a run resumed
+    over other starting weights would continue the wrong run."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(native_bytes(value))
+    return digest.hexdigest()
+
+
+class SegmenterStateMismatch(ValueError):
+    """A saved training state belongs to another run (other U-Net, settings, chips or
+    starting weights); ``path`` is the state file."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+_RESUME_CHECKS = (("model_config", "the U-Net"), ("train_config", "the training settings"),
+                  ("data", "the training chips"),
+                  ("init_weights", "the starting weights (--init, or the seed)"))  # fmt: skip
+
+
 def _check_resumable(state: dict, path: Path, expected: dict[str, object]) -> None:
     if state.get("format") != SEGMENTER_STATE_FORMAT:
-        raise ValueError(f"{path} is not a segmenter training state "
-                         f"(format {state.get('format')!r}); delete it or drop --resume")
-    for key, what in (("model_config", "the U-Net"), ("train_config", "the training settings"),
-                      ("data", "the training chips")):
+        raise SegmenterStateMismatch(path, f"{path} is not a segmenter training state "
+                                     f"(format {state.get('format')!r})")  # fmt: skip
+    for key, what in _RESUME_CHECKS:
         if state.get(key) != expected[key]:
             old, new = state.get(key), expected[key]
             if isinstance(old, dict) and isinstance(new, dict):
@@ -198,9 +222,9 @@ def _check_resumable(state: dict, path: Path, expected: dict[str, object]) -> No
                 detail = f" (was, now: {diff})"
             else:
                 detail = ""
-            raise ValueError(
-                f"cannot resume {path}: {what} changed since it was saved{detail}; resume with "
-                "the same settings and chips, or delete it to start over"
+            raise SegmenterStateMismatch(
+                path, f"cannot resume {path}: {what} changed since it was saved{detail}; "
+                "resume with the same settings and chips, or start over"
             )
 
 
@@ -232,8 +256,8 @@ def train_segmenter(
             :class:`~landprior.interrupt.TrainingInterrupted`). The caller deletes it once
             the final checkpoint is safe.
         resume: continue from ``state_path`` if it exists (same model configuration,
-            settings and chips, else ValueError); the result is the same, step for step,
-            as an uninterrupted run.
+            settings, chips and starting weights, else :class:`SegmenterStateMismatch`);
+            the result is the same, step for step, as an uninterrupted run.
     """
     if images.dim() != 4 or labels.dim() != 3 or images.shape[0] != labels.shape[0]:
         raise ValueError(
@@ -276,11 +300,13 @@ def train_segmenter(
     expected: dict[str, object] = {}
     if state_file is not None:
         expected = {"model_config": asdict(model.config), "train_config": asdict(config),
-                    "data": _fingerprint(images, labels, r_images, r_labels)}  # fmt: skip
+                    "data": _fingerprint(images, labels, r_images, r_labels),
+                    "init_weights": _weights_fingerprint(model)}  # fmt: skip
         if resume and state_file.exists():
             state = torch_load_checked(state_file, "segmenter training state")
             if not isinstance(state, dict):
-                raise ValueError(f"{state_file} is not a segmenter training state")
+                raise SegmenterStateMismatch(state_file,
+                                             f"{state_file} is not a segmenter training state")
             _check_resumable(state, state_file, expected)
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
@@ -292,7 +318,7 @@ def train_segmenter(
             start, losses = int(state["step"]), list(state["losses"])
             log.info("resumed %s at step %d of %d", state_file, start, config.steps)
         elif resume:
-            log.warning("--resume: no training state %s; starting from step 0", state_file)
+            log.info("no training state %s to resume; starting from step 0", state_file)
         elif state_file.exists():
             log.warning("%s holds an interrupted run; starting over (resume to continue it)",
                         state_file)

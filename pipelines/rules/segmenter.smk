@@ -1,4 +1,7 @@
 # Stage 4: segmenters p(labels | image): source-supervised baselines, and ours (pseudo-labels).
+# Each run keeps its resumable state in OUTPUT.resume (not an output: Snakemake would delete
+# it before a rerun), so a killed job continues where it stopped; a state from another run
+# (other chips, settings or starting weights) is replaced (--on-change restart).
 
 
 rule segmenter_source:
@@ -28,7 +31,7 @@ rule segmenter_source:
         " --batch-size {params.s[batch_size]} --lr {params.s[lr]}"
         " --base-channels {params.s[base_channels]} --depth {params.s[depth]}"
         " --norm {params.s[norm]} --seed {params.seed} --threads {threads} --device {params.device}"
-        " --no-progress > {log} 2>&1"
+        " --resume --on-change restart --no-progress > {log} 2>&1"
 
 
 rule segmenter_finetune:
@@ -63,7 +66,7 @@ rule segmenter_finetune:
         " --init {input.init} --out {output} --steps {params.s[finetune_steps]} {params.replay}"
         " --batch-size {params.s[batch_size]} --lr {params.s[finetune_lr]}"
         " --seed {params.seed} --threads {threads} --device {params.device}"
-        " --no-progress > {log} 2>&1"
+        " --resume --on-change restart --no-progress > {log} 2>&1"
 
 
 rule segmenter_scratch:
@@ -91,4 +94,4 @@ rule segmenter_scratch:
         " --lr {params.s[lr]} --base-channels {params.s[base_channels]}"
         " --depth {params.s[depth]} --norm {params.s[norm]} --seed {params.seed}"
         " --threads {threads} --device {params.device}"
-        " --no-progress > {log} 2>&1"
+        " --resume --on-change restart --no-progress > {log} 2>&1"

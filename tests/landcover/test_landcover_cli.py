@@ -391,3 +391,26 @@ def test_train_prior_extends_a_run_and_minds_its_patches(pipeline: dict[str, Pat
     continued = train("--patches", "10", "--steps", "3", "--on-data-change", "continue")
     assert continued.exit_code == 0, continued.output
     assert load_checkpoint(run)["step"] == 3 and log_steps() == [1, 2, 3]
+
+
+def test_train_segmenter_resume_over_another_runs_state(pipeline: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    """A state left by another run (here: another --seed) is an error by default and is
+    replaced with --on-change restart (what the pipeline does)."""
+    from landprior.landcover.segmenter import SegmenterTrainConfig, train_segmenter
+
+    out = tmp_path / "seg.pt"
+    stale = tmp_path / "seg.pt.resume"
+    images, labels = ChipSet.load(pipeline["source_chips"]).training_tensors()
+    model, _ = load_segmenter(pipeline["source_model"])
+    train_segmenter(model, images, labels, SegmenterTrainConfig(steps=3, batch_size=2),
+                    state_path=stale, save_every=1)  # seed 0; its state stays after step 2
+    assert stale.exists()
+    args = ["landcover", "train-segmenter", "--chips", pipeline["source_chips"], "--out", out,
+            "--init", pipeline["source_model"], "--steps", "3", "--batch-size", "2", "--seed",
+            "1", "--no-progress", "--resume"]  # fmt: skip
+    error = _fails(*args, match=f"cannot resume {stale}: the training settings changed")
+    assert "'seed': (0, 1)" in error and "--on-change restart starts over" in error
+    assert not out.exists()
+    _ok(*args, "--on-change", "restart")
+    assert out.is_file() and not stale.exists()

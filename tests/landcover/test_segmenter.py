@@ -4,6 +4,7 @@ import torch
 
 from landprior.landcover.segmenter import (
     SegmenterConfig,
+    SegmenterStateMismatch,
     SegmenterTrainConfig,
     iter_strip_predictions,
     load_segmenter,
@@ -184,8 +185,8 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path) -> None:
         train_segmenter(fresh(), images, labels, cfg, replay=replay, state_path=state,
                         save_every=2, callback=crash)
     assert torch.load(state, weights_only=False)["step"] == 4
+    resumed = fresh()
     torch.manual_seed(123)  # the resumed run restores the dropout stream itself
-    resumed = net.build()
     again = train_segmenter(resumed, images, labels, cfg, replay=replay, state_path=state,
                             resume=True, save_every=2)
     assert again == losses
@@ -204,18 +205,30 @@ def test_resume_refuses_other_chips_or_settings(tmp_path) -> None:
         if step == 2:
             raise _Crash
 
+    torch.manual_seed(0)
     with pytest.raises(_Crash):
         train_segmenter(net.build(), images, labels, cfg, state_path=state, save_every=1,
                         callback=stop_at_3)
     other = images.clone()
     other[0, 0, 0, 0] += 0.01
-    with pytest.raises(ValueError, match="training chips changed"):
-        train_segmenter(net.build(), other, labels, cfg, state_path=state, resume=True)
+    def same_start():
+        torch.manual_seed(0)
+        return net.build()
+
+    with pytest.raises(SegmenterStateMismatch, match="training chips changed"):
+        train_segmenter(same_start(), other, labels, cfg, state_path=state, resume=True)
     with pytest.raises(ValueError, match=r"training settings changed.*'steps': \(4, 5\)"):
-        train_segmenter(net.build(), images, labels, SegmenterTrainConfig(steps=5, batch_size=2),
+        train_segmenter(same_start(), images, labels, SegmenterTrainConfig(steps=5, batch_size=2),
                         state_path=state, resume=True)
-    with pytest.raises(ValueError, match="U-Net changed"):
+    ran: list[int] = []
+    losses = train_segmenter(same_start(), images, labels, cfg, state_path=state, resume=True,
+                             callback=lambda step, loss: ran.append(step))
+    assert ran == [2, 3] and len(losses) == 4  # the same run, resumed after its 2nd step
+    with pytest.raises(SegmenterStateMismatch, match="U-Net changed"):
         train_segmenter(SegmenterConfig(num_classes=3, base_channels=4, depth=2).build(), images,
                         labels, cfg, state_path=state, resume=True)
+    other_start = net.build()  # e.g. another --init: the state belongs to another run
+    with pytest.raises(SegmenterStateMismatch, match=r"starting weights \(--init"):
+        train_segmenter(other_start, images, labels, cfg, state_path=state, resume=True)
     # without --resume the old state is overwritten by the new run's, not an error
     train_segmenter(net.build(), images, labels, cfg, state_path=state, save_every=1)

@@ -412,8 +412,9 @@ def test_run_did_every_stage(tiny_run: TinyRun) -> None:
     n_tiles = sum(len(tiny_run.tiles(c)) for c in tiny_run.targets)
     assert jobs["predict"] == len(MAP_METHODS) * n_tiles
     assert jobs["final_map"] == n_tiles
-    # atomic writers leave no temporary files behind
-    leftovers = [p for p in tiny_run.results.rglob("*") if p.name.endswith((".tmp", ".part"))]
+    # atomic writers leave no temporary files, and finished trainings no resumable state
+    leftovers = [p for p in tiny_run.results.rglob("*")
+                 if p.name.endswith((".tmp", ".part", ".resume"))]  # fmt: skip
     assert not leftovers
 
 
