@@ -568,6 +568,30 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
     click.echo(f"segmenter ({inputs}, {target}, {steps} steps) -> {out}")
 
 
+def _prediction_window(window: int | None, model: Any, meta: dict, model_path: Path) -> int:
+    """--window: the size of the model's training chips unless given (warned when it differs
+    for a GroupNorm model, whose maps change with the window)."""
+    trained = meta.get("chip_size")
+    if window is None:
+        return int(trained) if trained else 32
+    if trained and window != trained and model.config.norm == "group":
+        click.echo(
+            f"Warning: --window {window} differs from the {trained}-pixel chips {model_path} "
+            "was trained on; its GroupNorm normalises over the window, so the maps change "
+            "with it (README: up to 8 points on the demo).", err=True,
+        )  # fmt: skip
+    return window
+
+
+_WINDOW_HELP = ("Prediction window in model pixels [default: the size of the chips the model "
+                "was trained on, else 32]. A GroupNorm U-Net (train-segmenter --norm group) "
+                "normalises over the window, so other sizes change its maps (warned).")
+_OVERLAP_HELP = ("Overlap of neighbouring windows in model pixels (x1/factor grid), blended "
+                 "linearly; less than --window.")
+_UPSAMPLE_HELP = ("From the model's coarse grid to the imagery's: guided by the image (joint "
+                  "bilateral upsampling; maps follow its edges) or plain bilinear.")
+
+
 @group.command(name="predict")
 @click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
 @click.option("--city", required=True,
@@ -577,20 +601,14 @@ def train_segmenter_cmd(chips_paths: tuple[Path, ...], target: str, inputs: str,
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for {tile}_landcover.tif class maps.")
 @click.option("--tile", "tile_ids", multiple=True, help="Only these tile ids (repeatable).")
-@click.option("--window", type=click.IntRange(min=8), default=None,
-              help="Prediction window in model pixels [default: the size of the chips the "
-              "model was trained on, else 32]. A GroupNorm U-Net (train-segmenter --norm "
-              "group) normalises over the window, so other sizes change its maps (warned).")
+@click.option("--window", type=click.IntRange(min=8), default=None, help=_WINDOW_HELP)
 @click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
-              help="Overlap of neighbouring windows in model pixels (x1/factor grid), blended "
-              "linearly; less than --window.")
+              help=_OVERLAP_HELP)
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--probabilities", is_flag=True, help="Also write {tile}_probabilities.tif.")
 @click.option("--upsample", type=click.Choice(["guided", "bilinear"]), default="guided",
-              show_default=True,
-              help="From the model's coarse grid to the imagery's: guided by the image "
-              "(joint bilateral upsampling; maps follow its edges) or plain bilinear.")
+              show_default=True, help=_UPSAMPLE_HELP)
 @click.option("--guide-sigma", type=click.FloatRange(min=0, min_open=True), default=0.05,
               show_default=True, help="Range sigma of --upsample guided, in [0, 1] band units.")
 @_threads_option
@@ -614,15 +632,7 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
     ds = EnviroAtlas(root)
     model, meta = load_segmenter(model_path)
     model = model.to(device)
-    trained = meta.get("chip_size")
-    if window is None:
-        window = int(trained) if trained else 32
-    elif trained and window != trained and model.config.norm == "group":
-        click.echo(
-            f"Warning: --window {window} differs from the {trained}-pixel chips {model_path} "
-            "was trained on; its GroupNorm normalises over the window, so the maps change "
-            "with it (README: up to 8 points on the demo).", err=True,
-        )  # fmt: skip
+    window = _prediction_window(window, model, meta, model_path)
     tiles = ds.tiles(city, split)
     if tile_ids:
         known = {t.tile_id for t in tiles}
@@ -640,6 +650,61 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
             upsample=upsample, sigma_range=guide_sigma,  # type: ignore[arg-type]
         )
     click.echo(f"predicted {len(tiles)} tiles of {city}/{split} -> {out_dir}")
+
+
+@group.command(name="map")
+@click.argument("images", nargs=-1, required=True, type=_FILE)
+@click.option("--model", "model_path", required=True, type=_FILE,
+              help="Segmenter checkpoint taking imagery only (train-segmenter --inputs image).")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for <image name>_landcover.tif class maps.")
+@click.option("--window", type=click.IntRange(min=8), default=None, help=_WINDOW_HELP)
+@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
+              help=_OVERLAP_HELP)
+@click.option("--probabilities", is_flag=True,
+              help="Also write <image name>_probabilities.tif.")
+@click.option("--upsample", type=click.Choice(["guided", "bilinear"]), default="guided",
+              show_default=True, help=_UPSAMPLE_HELP)
+@click.option("--guide-sigma", type=click.FloatRange(min=0, min_open=True), default=0.05,
+              show_default=True, help="Range sigma of --upsample guided, in [0, 1] band units.")
+@_threads_option
+@_device_option
+@_friendly
+def map_images(images: tuple[Path, ...], model_path: Path, out_dir: Path, window: int | None,
+               overlap: int, probabilities: bool, upsample: str, guide_sigma: float,
+               threads: int | None, device: torch.device) -> None:
+    """Map your own imagery: 4-band (R, G, B, NIR) uint8 GeoTIFFs such as NAIP quarter quads.
+
+    Each IMAGE gets OUT_DIR/<name>_landcover.tif on its own grid (CRS, transform, size), as
+    paletted COG with the class names, like `predict` writes for dataset tiles. Expects
+    ~1 m pixels on a projected CRS (warned otherwise); pixels the image marks as no data
+    stay no data (255).
+    """
+    from landprior.landcover.predict import predict_image
+    from landprior.landcover.segmenter import load_segmenter
+
+    _threads(threads)
+    stems = [p.name.removesuffix(p.suffix) for p in images]
+    clashes = sorted({s for s in stems if stems.count(s) > 1})
+    if clashes:
+        raise click.UsageError(f"several IMAGES are named {clashes}: their maps would overwrite "
+                               "each other in --out-dir; map them into separate folders")
+    model, meta = load_segmenter(model_path)
+    if meta.get("inputs", "image") != "image":
+        raise click.ClickException(
+            f"{model_path} takes imagery + weak labels ({meta.get('inputs')!r}); `map` has no "
+            "weak labels: use a model trained with --inputs image"
+        )
+    model = model.to(device)
+    window = _prediction_window(window, model, meta, model_path)
+    for image, stem in zip(images, stems, strict=True):
+        predict_image(
+            model, image, out_dir / f"{stem}_landcover.tif",
+            downsample=int(meta.get("downsample", 1)), window=window, overlap=overlap,
+            probabilities_path=(out_dir / f"{stem}_probabilities.tif") if probabilities else None,
+            upsample=upsample, sigma_range=guide_sigma,  # type: ignore[arg-type]
+        )  # fmt: skip
+        click.echo(f"{image} -> {out_dir / f'{stem}_landcover.tif'}")
 
 
 @group.command(name="evaluate")

@@ -116,8 +116,87 @@ def predict_tile(
     naip_path = Path(tile.paths[dataset.layout.layer("naip").name])
     profile = dataset.profile(tile, "naip")
     check_imagery_grid(profile, naip_path)
+    _predict_raster(
+        model, naip_path, tile_reader(dataset, tile, inputs, weak_layer), profile, out_path,
+        downsample=downsample, window=window, overlap=overlap, batch_size=batch_size,
+        probabilities_path=probabilities_path, upsample=upsample, sigma_range=sigma_range,
+    )  # fmt: skip
+    log.info("predicted %s -> %s", tile.key, out_path)
+    return Path(out_path)
+
+
+def predict_image(
+    model: SegmentationUNet,
+    image_path: str | Path,
+    out_path: str | Path,
+    *,
+    downsample: int = 4,
+    window: int = 32,
+    overlap: int = 8,
+    batch_size: int = 16,
+    probabilities_path: str | Path | None = None,
+    upsample: UpsampleMode = "guided",
+    sigma_range: float = DEFAULT_SIGMA_RANGE,
+) -> Path:
+    """Map any 4-band (R, G, B, NIR) uint8 GeoTIFF, e.g. a NAIP quarter quad, on its own grid.
+
+    The same prediction as :func:`predict_tile`, for imagery outside an EnviroAtlas-layout
+    dataset; only image-only segmenters apply (there are no weak labels here). Raises
+    ValueError naming the file when it is not 4-band uint8 imagery or is smaller than one
+    prediction window.
+    """
+    image_path = Path(image_path)
+    if model.config.in_channels != NAIP_BANDS:
+        raise ValueError(
+            f"the segmenter takes {model.config.in_channels} input bands (imagery + weak "
+            f"labels?); mapping {image_path} needs an image-only model ({NAIP_BANDS} bands)"
+        )
+    with rasterio.open(image_path) as src:
+        if src.count != NAIP_BANDS or set(src.dtypes) != {"uint8"}:
+            raise ValueError(
+                f"{image_path}: expected {NAIP_BANDS} uint8 bands (R, G, B, NIR; NAIP), got "
+                f"{src.count} band(s) of {', '.join(sorted(set(src.dtypes)))}"
+            )
+        profile = dict(src.profile)
+        check_imagery_grid(profile, image_path)
+
+        def read(row: int, col: int, h: int, w: int) -> np.ndarray:
+            return src.read(window=Window(col, row, w, h)).astype(np.float32) / 255.0
+
+        side = window * downsample
+        if src.height < side or src.width < side:
+            raise ValueError(
+                f"{image_path} is {src.height} x {src.width} px, smaller than one prediction "
+                f"window ({side} x {side} px = {window} model px x downsample {downsample}): "
+                "use a smaller --window or a larger image"
+            )
+        _predict_raster(
+            model, image_path, read, profile, out_path, downsample=downsample, window=window,
+            overlap=overlap, batch_size=batch_size, probabilities_path=probabilities_path,
+            upsample=upsample, sigma_range=sigma_range,
+        )  # fmt: skip
+    log.info("mapped %s -> %s", image_path, out_path)
+    return Path(out_path)
+
+
+def _predict_raster(
+    model: SegmentationUNet,
+    naip_path: Path,
+    read: Callable[[int, int, int, int], np.ndarray],
+    profile: dict,
+    out_path: str | Path,
+    *,
+    downsample: int,
+    window: int,
+    overlap: int,
+    batch_size: int,
+    probabilities_path: str | Path | None,
+    upsample: UpsampleMode,
+    sigma_range: float,
+) -> None:
+    """Predict the raster ``read`` gives, on ``profile``'s grid, into the class map (and
+    probabilities); pixels ``naip_path`` marks invalid become nodata."""
     height, width = profile["height"], profile["width"]
-    read = tile_reader(dataset, tile, inputs, weak_layer)
     grid = {
         "crs": profile["crs"], "transform": profile["transform"],
         "height": height, "width": width,
@@ -149,5 +228,3 @@ def predict_tile(
                     win = Window(0, row0, width, probs.shape[1])
                     classes.write(class_map(probs, win), win)
                     prob_writer.write(probs, win)
-    log.info("predicted %s -> %s", tile.key, out_path)
-    return out_path

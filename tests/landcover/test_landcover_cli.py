@@ -414,3 +414,69 @@ def test_train_segmenter_resume_over_another_runs_state(pipeline: dict[str, Path
     assert not out.exists()
     _ok(*args, "--on-change", "restart")
     assert out.is_file() and not stale.exists()
+
+
+def test_map_own_imagery_equals_predict_on_the_same_pixels(pipeline: dict[str, Path],
+                                                            tiny_dataset: EnviroAtlas,
+                                                            tmp_path: Path) -> None:
+    """`landcover map` on a tile's NAIP file, copied out of the dataset, writes the very map
+    `predict` wrote for that tile (same window and overlap), on the image's own grid."""
+    import shutil
+
+    tile = tiny_dataset.tiles(TARGET_CITY, "test")[0]
+    mine = tmp_path / "my area.tif"
+    shutil.copy(tile.paths[tiny_dataset.layout.layer("naip").name], mine)
+    out = tmp_path / "maps"
+    result = _ok("landcover", "map", mine, "--model", pipeline["model"], "--out-dir", out,
+                 "--window", "16", "--overlap", "4", "--probabilities")
+    assert "Warning" not in result.stderr
+    for name in ("landcover", "probabilities"):
+        with rasterio.open(out / f"my area_{name}.tif") as got, \
+                rasterio.open(pipeline["preds"] / f"{tile.tile_id}_{name}.tif") as want:
+            assert (got.crs, got.transform, got.shape) == (want.crs, want.transform, want.shape)
+            np.testing.assert_array_equal(got.read(), want.read())
+            if name == "landcover":
+                assert got.colormap(1) and got.nodata == 255
+
+
+@pytest.mark.realdata
+def test_map_a_real_naip_quarter_quad(pipeline: dict[str, Path], tmp_path: Path) -> None:
+    """A real NAIP extract (0.6 m, UTM 11N, NIR tagged as alpha): the map keeps its grid."""
+    from tests.conftest import shared_data_path
+
+    naip = shared_data_path("naip", "m_3211605_ne_11_060_20200415.tif")
+    _ok("landcover", "map", naip, "--model", pipeline["model"], "--out-dir", tmp_path)
+    with rasterio.open(naip) as src, \
+            rasterio.open(tmp_path / "m_3211605_ne_11_060_20200415_landcover.tif") as got:
+        assert (got.crs, got.transform, got.shape) == (src.crs, src.transform, src.shape)
+        classes = got.read(1)
+    assert set(np.unique(classes).tolist()) <= {0, 1, 2, 3, 4}  # NIR = 0 is not "no data"
+
+
+def test_map_refuses_what_it_cannot_map(pipeline: dict[str, Path], tiny_dataset: EnviroAtlas,
+                                         tmp_path: Path) -> None:
+    tile = tiny_dataset.tiles(TARGET_CITY, "test")[0]
+    naip = Path(tile.paths[tiny_dataset.layout.layer("naip").name])
+    with rasterio.open(naip) as src:
+        profile, pixels = dict(src.profile), src.read()
+    rgb = tmp_path / "rgb.tif"
+    with rasterio.open(rgb, "w", **{**profile, "count": 3}) as dst:
+        dst.write(pixels[:3])
+    small = tmp_path / "small.tif"
+    with rasterio.open(small, "w", **{**profile, "width": 40, "height": 40}) as dst:
+        dst.write(pixels[:, :40, :40])
+    out = tmp_path / "maps"
+    mapping = ("landcover", "map", "--model", pipeline["model"], "--out-dir", out)
+    _fails(*mapping, rgb, match=f"{rgb}: expected 4 uint8 bands (R, G, B, NIR; NAIP), got 3")
+    _fails(*mapping, small, match=f"{small} is 40 x 40 px, smaller than one prediction window")
+    twin = tmp_path / "a" / naip.name
+    twin.parent.mkdir()
+    twin.write_bytes(naip.read_bytes())
+    _fails(*mapping, naip, twin, match="several IMAGES are named")
+    weak_model = tmp_path / "weak.pt"
+    _ok("landcover", "train-segmenter", "--chips", pipeline["source_chips"], "--inputs",
+        "image+weak", "--base-channels", "4", "--depth", "2", "--out", weak_model, "--steps",
+        "1", "--batch-size", "2", "--no-progress")
+    _fails("landcover", "map", naip, "--model", weak_model, "--out-dir", out,
+           match="takes imagery + weak labels")
+    assert not out.exists() or not list(out.iterdir())
