@@ -592,6 +592,22 @@ _UPSAMPLE_HELP = ("From the model's coarse grid to the imagery's: guided by the 
                   "bilateral upsampling; maps follow its edges) or plain bilinear.")
 
 
+def _prediction_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--window, --overlap, --upsample and --guide-sigma of `predict` and `map`."""
+    for option in reversed((
+        click.option("--window", type=click.IntRange(min=8), default=None, help=_WINDOW_HELP),
+        click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
+                     help=_OVERLAP_HELP),
+        click.option("--upsample", type=click.Choice(["guided", "bilinear"]),
+                     default="guided", show_default=True, help=_UPSAMPLE_HELP),
+        click.option("--guide-sigma", type=click.FloatRange(min=0, min_open=True),
+                     default=0.05, show_default=True,
+                     help="Range sigma of --upsample guided, in [0, 1] band units."),
+    )):  # fmt: skip
+        func = option(func)
+    return func
+
+
 @group.command(name="predict")
 @click.option("--data", "root", required=True, type=_DATA, help="Dataset root.")
 @click.option("--city", required=True,
@@ -601,16 +617,10 @@ _UPSAMPLE_HELP = ("From the model's coarse grid to the imagery's: guided by the 
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for {tile}_landcover.tif class maps.")
 @click.option("--tile", "tile_ids", multiple=True, help="Only these tile ids (repeatable).")
-@click.option("--window", type=click.IntRange(min=8), default=None, help=_WINDOW_HELP)
-@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
-              help=_OVERLAP_HELP)
+@_prediction_options
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
 @click.option("--probabilities", is_flag=True, help="Also write {tile}_probabilities.tif.")
-@click.option("--upsample", type=click.Choice(["guided", "bilinear"]), default="guided",
-              show_default=True, help=_UPSAMPLE_HELP)
-@click.option("--guide-sigma", type=click.FloatRange(min=0, min_open=True), default=0.05,
-              show_default=True, help="Range sigma of --upsample guided, in [0, 1] band units.")
 @_threads_option
 @_device_option
 @_friendly
@@ -658,15 +668,9 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
               help="Segmenter checkpoint taking imagery only (train-segmenter --inputs image).")
 @click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for <image name>_landcover.tif class maps.")
-@click.option("--window", type=click.IntRange(min=8), default=None, help=_WINDOW_HELP)
-@click.option("--overlap", type=click.IntRange(min=0), default=8, show_default=True,
-              help=_OVERLAP_HELP)
+@_prediction_options
 @click.option("--probabilities", is_flag=True,
               help="Also write <image name>_probabilities.tif.")
-@click.option("--upsample", type=click.Choice(["guided", "bilinear"]), default="guided",
-              show_default=True, help=_UPSAMPLE_HELP)
-@click.option("--guide-sigma", type=click.FloatRange(min=0, min_open=True), default=0.05,
-              show_default=True, help="Range sigma of --upsample guided, in [0, 1] band units.")
 @_threads_option
 @_device_option
 @_friendly
