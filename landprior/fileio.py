@@ -85,6 +85,19 @@ def write_text_atomic(text: str, path: str | os.PathLike[str]) -> Path:
     return path
 
 
+def torch_save_atomic(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """``torch.save`` to a temporary file beside ``path``, flushed to disk, then renamed onto
+    it: a crash leaves the previous file (a checkpoint, a training state) intact."""
+    import torch
+
+    path = Path(path)
+    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return path
+
+
 def torch_load_checked(path: str | os.PathLike[str], what: str = "checkpoint") -> Any:
     """``torch.load(path, map_location="cpu", weights_only=True)`` with a named error.
 

@@ -80,3 +80,18 @@ def test_umask_is_read_not_changed() -> None:
         assert os.umask(0o027) == 0o027  # still what it was: reading did not reset it
     finally:
         os.umask(old)
+
+
+def test_torch_save_atomic_keeps_the_old_file_when_saving_fails(tmp_path) -> None:
+    import pickle
+
+    import torch
+
+    from landprior.fileio import torch_save_atomic
+
+    path = tmp_path / "state.pt"
+    torch_save_atomic({"step": 1}, path)
+    with pytest.raises(pickle.PicklingError):  # a lambda cannot be pickled
+        torch_save_atomic({"step": 2, "bad": lambda: None}, path)
+    assert torch.load(path)["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["state.pt"]

@@ -40,9 +40,10 @@ from landprior.devices import resolve_device
 from landprior.diffusion.denoiser import EpsDenoiser, freeze
 from landprior.diffusion.schedule import SCHEDULE_NAMES, NoiseSchedule
 from landprior.diffusion.unet import UNetConfig, UNetModel
-from landprior.fileio import atomic_output, torch_load_checked
+from landprior.fileio import torch_load_checked, torch_save_atomic
 from landprior.fingerprint import array_fingerprint, dtype_name, native_bytes
 from landprior.interrupt import StopOnSignal, TrainingInterrupted
+from landprior.rng_state import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -399,14 +400,6 @@ class LabelledNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------- checkpoints
-def _atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, then os.replace onto ``path``."""
-    with atomic_output(path) as tmp, open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def ema_decay(rate: float, step: int) -> float:
     """EMA decay at a 1-based ``step``: ``min(rate, (1 + step) / (10 + step))``."""
     return min(rate, (1.0 + step) / (10.0 + step))
@@ -466,7 +459,7 @@ def export_inference_checkpoint(
         "data_fingerprint": ckpt.get("data_fingerprint"),
     }
     out.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(slim, out)
+    torch_save_atomic(slim, out)
     log.info("exported the %s weights of %s (step %d) to %s", weights, checkpoint,
              slim["step"], out)  # fmt: skip
     return out
@@ -540,22 +533,6 @@ def load_denoiser(
 
 
 # ---------------------------------------------------------------------------------- helpers
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, Any]:
-    state: dict[str, Any] = {"generator": generator.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(
-    state: Mapping[str, Any], generator: torch.Generator, device: torch.device
-) -> None:
-    generator.set_state(state["generator"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and state.get("cuda") is not None:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def _rewrite_loss_log(path: Path, keep_until: int) -> None:
     """Drop log lines past ``keep_until`` (written after the checkpoint we resume from)."""
     if not path.exists():
@@ -747,7 +724,7 @@ def train(
             init_record = ckpt.get("init_from")
             if init_from is not None:
                 log.warning("resuming %s: --init-from %s is ignored", ckpt_path, init_from)
-            _set_rng_state(ckpt["rng"], generator, device)
+            restore_rng_state(ckpt["rng"], generator, device)
             _rewrite_loss_log(log_path, start)
             log.info("resumed %s at step %d", ckpt_path, start)
         else:
@@ -758,7 +735,7 @@ def train(
                 log_path.unlink()
 
         def save(step: int) -> None:
-            _atomic_save(
+            torch_save_atomic(
                 {
                     "format": CHECKPOINT_FORMAT,
                     "step": step,
@@ -768,7 +745,7 @@ def train(
                     "unet_config": unet_config.to_dict(),
                     "train_config": config.to_dict(),
                     "schedule": {"name": schedule.name, "num_timesteps": T},
-                    "rng": _rng_state(generator, device),
+                    "rng": capture_rng_state(generator, device),
                     "torch_version": str(torch.__version__),
                     "init_from": init_record,
                     "data_fingerprint": fingerprint,

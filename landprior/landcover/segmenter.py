@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from landprior.fileio import atomic_output, torch_load_checked
+from landprior.fileio import torch_load_checked, torch_save_atomic
 from landprior.fingerprint import array_fingerprint, native_bytes
 from landprior.interrupt import StopOnSignal, TrainingInterrupted
 from landprior.landcover.classes import IGNORE_INDEX, NUM_CLASSES
@@ -34,6 +34,7 @@ from landprior.landcover.upsample import (
     UpsampleMode,
     upsample_probabilities,
 )
+from landprior.rng_state import capture_rng_state, restore_rng_state
 
 log = logging.getLogger(__name__)
 
@@ -177,14 +178,6 @@ def _fingerprint(*tensors: Tensor | None) -> list[dict[str, object] | None]:
     return [None if t is None else array_fingerprint(t) for t in tensors]
 
 
-def _rng_states(g: torch.Generator, device: torch.device) -> dict[str, Tensor | None]:
-    return {
-        "batches": g.get_state(),
-        "torch": torch.get_rng_state(),  # dropout
-        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
-    }
-
-
 def _weights_fingerprint(model: nn.Module) -> str:
     """A hash of the starting weights (from --init, or drawn with the seed): a run resumed
     over other starting weights would continue the wrong run."""
@@ -311,10 +304,7 @@ def train_segmenter(
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-            g.set_state(state["rng"]["batches"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if state["rng"].get("cuda") is not None and device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+            restore_rng_state(state["rng"], g, device)
             start, losses = int(state["step"]), list(state["losses"])
             log.info("resumed %s at step %d of %d", state_file, start, config.steps)
         elif resume:
@@ -328,10 +318,8 @@ def train_segmenter(
         payload = {"format": SEGMENTER_STATE_FORMAT, "step": done, **expected,
                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                   "rng": _rng_states(g, device), "losses": losses}  # fmt: skip
-        state_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_output(state_file) as tmp:
-            torch.save(payload, tmp)
+                   "rng": capture_rng_state(g, device), "losses": losses}  # fmt: skip
+        torch_save_atomic(payload, state_file)
 
     model.train()
     bar = tqdm(total=config.steps, initial=start, desc="segmenter", disable=not progress,
@@ -383,9 +371,7 @@ def save_segmenter(path: str | Path, model: SegmentationUNet, meta: dict | None 
     path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads anywhere
     payload = {"config": asdict(model.config), "state_dict": state, "meta": meta or {}}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
-    return path
+    return torch_save_atomic(payload, path)
 
 
 def load_segmenter(path: str | Path) -> tuple[SegmentationUNet, dict]:
