@@ -684,11 +684,11 @@ def map_images(images: tuple[Path, ...], model_path: Path, out_dir: Path, window
     ~1 m pixels on a projected CRS (warned otherwise); pixels the image marks as no data
     stay no data (255).
     """
-    from landprior.landcover.predict import predict_image
+    from landprior.landcover.predict import check_mappable_image, predict_image
     from landprior.landcover.segmenter import load_segmenter
 
     _threads(threads)
-    stems = [p.name.removesuffix(p.suffix) for p in images]
+    stems = [p.stem for p in images]
     clashes = sorted({s for s in stems if stems.count(s) > 1})
     if clashes:
         raise click.UsageError(f"several IMAGES are named {clashes}: their maps would overwrite "
@@ -701,10 +701,13 @@ def map_images(images: tuple[Path, ...], model_path: Path, out_dir: Path, window
         )
     model = model.to(device)
     window = _prediction_window(window, model, meta, model_path)
+    downsample = int(meta.get("downsample", 1))
+    for image in images:  # every input checked before the first map is written
+        check_mappable_image(image, window=window, downsample=downsample)
     for image, stem in zip(images, stems, strict=True):
         predict_image(
             model, image, out_dir / f"{stem}_landcover.tif",
-            downsample=int(meta.get("downsample", 1)), window=window, overlap=overlap,
+            downsample=downsample, window=window, overlap=overlap,
             probabilities_path=(out_dir / f"{stem}_probabilities.tif") if probabilities else None,
             upsample=upsample, sigma_range=guide_sigma,  # type: ignore[arg-type]
         )  # fmt: skip

@@ -125,6 +125,24 @@ def predict_tile(
     return Path(out_path)
 
 
+def check_mappable_image(image_path: str | Path, *, window: int, downsample: int) -> None:
+    """Raise ValueError naming ``image_path`` unless it is 4-band uint8 imagery of at least
+    one prediction window (``window * downsample`` pixels a side). Checks only the header."""
+    with rasterio.open(image_path) as src:
+        if src.count != NAIP_BANDS or set(src.dtypes) != {"uint8"}:
+            raise ValueError(
+                f"{image_path}: expected {NAIP_BANDS} uint8 bands (R, G, B, NIR; NAIP), got "
+                f"{src.count} band(s) of {', '.join(sorted(set(src.dtypes)))}"
+            )
+        side = window * downsample
+        if src.height < side or src.width < side:
+            raise ValueError(
+                f"{image_path} is {src.height} x {src.width} px, smaller than one prediction "
+                f"window ({side} x {side} px = {window} model px x downsample {downsample}): "
+                "use a smaller --window or a larger image"
+            )
+
+
 def predict_image(
     model: SegmentationUNet,
     image_path: str | Path,
@@ -151,25 +169,14 @@ def predict_image(
             f"the segmenter takes {model.config.in_channels} input bands (imagery + weak "
             f"labels?); mapping {image_path} needs an image-only model ({NAIP_BANDS} bands)"
         )
+    check_mappable_image(image_path, window=window, downsample=downsample)
     with rasterio.open(image_path) as src:
-        if src.count != NAIP_BANDS or set(src.dtypes) != {"uint8"}:
-            raise ValueError(
-                f"{image_path}: expected {NAIP_BANDS} uint8 bands (R, G, B, NIR; NAIP), got "
-                f"{src.count} band(s) of {', '.join(sorted(set(src.dtypes)))}"
-            )
         profile = dict(src.profile)
         check_imagery_grid(profile, image_path)
 
         def read(row: int, col: int, h: int, w: int) -> np.ndarray:
             return src.read(window=Window(col, row, w, h)).astype(np.float32) / 255.0
 
-        side = window * downsample
-        if src.height < side or src.width < side:
-            raise ValueError(
-                f"{image_path} is {src.height} x {src.width} px, smaller than one prediction "
-                f"window ({side} x {side} px = {window} model px x downsample {downsample}): "
-                "use a smaller --window or a larger image"
-            )
         _predict_raster(
             model, image_path, read, profile, out_path, downsample=downsample, window=window,
             overlap=overlap, batch_size=batch_size, probabilities_path=probabilities_path,

@@ -469,6 +469,8 @@ def test_map_refuses_what_it_cannot_map(pipeline: dict[str, Path], tiny_dataset:
     mapping = ("landcover", "map", "--model", pipeline["model"], "--out-dir", out)
     _fails(*mapping, rgb, match=f"{rgb}: expected 4 uint8 bands (R, G, B, NIR; NAIP), got 3")
     _fails(*mapping, small, match=f"{small} is 40 x 40 px, smaller than one prediction window")
+    # a bad image anywhere in the list stops the run before any map is written
+    _fails(*mapping, naip, rgb, match=f"{rgb}: expected 4 uint8 bands")
     twin = tmp_path / "a" / naip.name
     twin.parent.mkdir()
     twin.write_bytes(naip.read_bytes())
