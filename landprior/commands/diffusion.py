@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,26 +86,23 @@ def _read_array(path: Path, suffix: str, key: str | None) -> Any:
 _OPTION_OF_FIELD = {"num_timesteps": "timesteps"}
 
 
-def _train_config(**settings: Any) -> TrainConfig:
-    """TrainConfig of the CLI settings; a value it refuses is reported under its option name.
+def build_train_config(**settings: Any) -> TrainConfig:
+    """TrainConfig of a training command's settings; a value it refuses is reported under
+    the command's option name (every command that trains a DDPM prior uses this).
 
     The click ranges catch most bad values first; this covers the rest (nan, inf).
     """
-    from landprior.diffusion.train import TrainConfig
+    from landprior.diffusion.train import TrainConfig, TrainSettingError
 
     try:
         return TrainConfig(**settings)
-    except ValueError as err:
-        message = str(err)
-        match = re.match(r"TrainConfig\.(\w+) (.*)", message, flags=re.DOTALL)
-        if match is None:
-            raise click.ClickException(message) from err
+    except TrainSettingError as err:
         ctx = click.get_current_context()
-        name = _OPTION_OF_FIELD.get(match.group(1), match.group(1))
+        name = _OPTION_OF_FIELD.get(err.field, err.field)
         param = next((p for p in ctx.command.params if p.name == name), None)
         if param is None:
-            raise click.ClickException(message) from err
-        raise click.BadParameter(match.group(2), ctx=ctx, param=param) from err
+            raise click.ClickException(str(err)) from err
+        raise click.BadParameter(err.reason, ctx=ctx, param=param) from err
 
 
 def resume_options(func: Any) -> Any:
@@ -213,7 +209,7 @@ def train_cmd(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    config = _train_config(
+    config = build_train_config(
         steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate, grad_clip=grad_clip,
         schedule=schedule, num_timesteps=timesteps, seed=seed, hflip=hflip, vflip=vflip,
         checkpoint_every=checkpoint_every, device=device,

@@ -130,8 +130,8 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
     A run already in OUT continues from its checkpoint up to --steps (more --steps extend
     it), provided it was trained on the same label patches (see --on-data-change).
     """
-    from landprior.commands.diffusion import data_changed_error
-    from landprior.diffusion.train import TrainConfig, TrainingDataChanged
+    from landprior.commands.diffusion import build_train_config, data_changed_error
+    from landprior.diffusion.train import TrainingDataChanged
     from landprior.fileio import save_npy_atomic
     from landprior.landcover.enviroatlas import EnviroAtlas
     from landprior.landcover.prior import (
@@ -141,14 +141,14 @@ def train_prior(root: Path, city: str, out: Path, patches: int, patch_size: int,
     )
 
     _threads(threads)
+    config = build_train_config(steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate,
+                                seed=seed, hflip=True, vflip=True,
+                                checkpoint_every=max(steps // 5, 1), device=str(device))
     out.mkdir(parents=True, exist_ok=True)
     labels = source_label_patches(
         EnviroAtlas(root), city, patches, size=patch_size, factor=factor,
         mapping=mapping, seed=seed,  # type: ignore[arg-type]
     )
-    config = TrainConfig(steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate,
-                         seed=seed, hflip=True, vflip=True,
-                         checkpoint_every=max(steps // 5, 1), device=str(device))
     try:
         result = train_label_prior(labels, out, preset=preset, config=config, resume=True,
                                    progress=not no_progress,

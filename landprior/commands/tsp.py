@@ -13,7 +13,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from landprior.commands import device_option, train_device_option
-from landprior.commands.diffusion import data_changed_error, resume_options
+from landprior.commands.diffusion import build_train_config, data_changed_error, resume_options
 from landprior.fileio import ensure_writable
 
 if TYPE_CHECKING:
@@ -706,7 +706,6 @@ def train_prior(
     import torch
 
     from landprior.diffusion.train import (
-        TrainConfig,
         TrainingDataChanged,
         check_init_from,
         train,
@@ -752,12 +751,12 @@ def train_prior(
             f"(1, {res}, {res}) tour images (landprior tsp render-dataset)"
         )
     unet = UNetConfig.preset(preset)
+    config = build_train_config(
+        steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate, seed=seed,
+        hflip=not no_flips, vflip=not no_flips, checkpoint_every=checkpoint_every,
+        device=device,
+    )  # fmt: skip
     try:
-        config = TrainConfig(
-            steps=steps, batch_size=batch_size, lr=lr, ema_rate=ema_rate, seed=seed,
-            hflip=not no_flips, vflip=not no_flips, checkpoint_every=checkpoint_every,
-            device=device,
-        )  # fmt: skip
         result = train(
             images, unet, config, out_dir,
             resume=resume, init_from=init_from, progress=not no_progress,

@@ -54,6 +54,7 @@ __all__ = [
     "LabelledNet",
     "TrainConfig",
     "TrainResult",
+    "TrainSettingError",
     "TrainingDataChanged",
     "TrainingDataError",
     "TrainingInterrupted",
@@ -71,6 +72,15 @@ _SAMPLED_ITEMS = 32  # items of a dataset object hashed for its fingerprint
 
 
 # ---------------------------------------------------------------------------------- config
+class TrainSettingError(ValueError):
+    """A :class:`TrainConfig` value out of range; ``field`` names the setting (the CLI maps it
+    to its option), ``reason`` says what was expected."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"TrainConfig.{field} {reason}")
+        self.field, self.reason = field, reason
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Settings of one training run (all JSON-serialisable; stored in every checkpoint).
@@ -98,18 +108,19 @@ class TrainConfig:
         for name in ("steps", "batch_size", "num_timesteps", "checkpoint_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {value!r}")
+                raise TrainSettingError(name, f"must be a positive integer, got {value!r}")
         if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
+            raise TrainSettingError("lr", f"must be a positive number, got {self.lr!r}")
         if not 0.0 <= self.ema_rate < 1.0:
-            raise ValueError(f"TrainConfig.ema_rate must lie in [0, 1), got {self.ema_rate!r}")
+            raise TrainSettingError("ema_rate", f"must lie in [0, 1), got {self.ema_rate!r}")
         if self.grad_clip is not None and not (
             math.isfinite(self.grad_clip) and self.grad_clip > 0
         ):
-            raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {self.grad_clip!r}")
+            raise TrainSettingError("grad_clip", f"must be None or > 0, got {self.grad_clip!r}")
         if self.schedule not in SCHEDULE_NAMES:
-            raise ValueError(
-                f"unknown noise schedule {self.schedule!r}; expected one of {SCHEDULE_NAMES}"
+            raise TrainSettingError(
+                "schedule", f"must be one of {SCHEDULE_NAMES}: unknown noise schedule "
+                f"{self.schedule!r}"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -482,3 +482,13 @@ def test_map_refuses_what_it_cannot_map(pipeline: dict[str, Path], tiny_dataset:
     _fails("landcover", "map", naip, "--model", weak_model, "--out-dir", out,
            match="takes imagery + weak labels")
     assert not out.exists() or not list(out.iterdir())
+
+
+def test_train_prior_names_the_option_of_a_bad_setting(pipeline: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    """nan slips through click's ranges; TrainConfig refuses it under the option's name,
+    before any label patch is read or run folder made."""
+    result = _run("landcover", "train-prior", "--data", pipeline["root"], "--city", SOURCE_CITY,
+                  "--out", tmp_path / "run", "--lr", "nan")
+    assert result.exit_code == 2 and "Invalid value for '--lr'" in result.output, result.output
+    assert "TrainConfig" not in result.output and not (tmp_path / "run").exists()
