@@ -414,8 +414,14 @@ CITIES: tuple[CityStyle, ...] = (
             (150, 145, 140, 140),
             (180, 120, 90, 135),
         ),
-        gain=(0.95, 0.95, 0.97, 0.9),
-        offset=(12.0, 10.0, 12.0, 6.0),
+        # a sensor with dark visible bands and a bright NIR band (desert soil reflects strongly
+        # in the NIR), calibrated so that the source-city segmenter scores ~9 % here, close
+        # to the paper's Pittsburgh model in Phoenix (6.7 %; its floor here is the ~10 % of
+        # grass it then maps everywhere), as the green and dry cities are calibrated to
+        # Durham and Austin. The first sensor, (0.95, 0.95, 0.97, 0.9) + (12, 10, 12, 6),
+        # left it at 41.9 % (it mapped 92 % of the desert as pavement).
+        gain=(0.5, 0.55, 0.6, 1.05),
+        offset=(0.0, 0.0, 0.0, 25.0),
         noise=4.5,
         sun=(-0.4, 1.0),
         shadow_len=(3, 2),
