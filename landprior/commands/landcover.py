@@ -285,10 +285,7 @@ def prior_quality_cmd(checkpoint: Path, root: Path, city: str, split: str, train
               "(paper: 4); divides --size.")
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
-@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
-              show_default=True,
-              help="Truth label codes to classes: prior (every labelled pixel) or strict "
-              "(ignores shrub, agriculture, wetlands).")
+@_mapping_option
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed of the chip positions.")
 @click.option("--out", required=True, type=_OUT, help="Output chip set (.npz).")
@@ -724,8 +721,7 @@ def map_images(images: tuple[Path, ...], model_path: Path, out_dir: Path, window
 @click.option("--weak-labels", is_flag=True, help="Score the weak-label argmax instead.")
 @click.option("--weak-layer", default="prior", show_default=True,
               help="Weak labels: a prior layer name or a `data weak-labels` folder.")
-@click.option("--mapping", type=click.Choice(["prior", "strict"]), default="prior",
-              show_default=True, help=_MAPPING_HELP)
+@_mapping_option
 @click.option("--out", required=True, type=_OUT, help="Output JSON with scores.")
 @_friendly
 def evaluate(root: Path, city: str, split: str, method: str, predictions: Path | None,

@@ -492,3 +492,20 @@ def test_train_prior_names_the_option_of_a_bad_setting(pipeline: dict[str, Path]
                   "--out", tmp_path / "run", "--lr", "nan")
     assert result.exit_code == 2 and "Invalid value for '--lr'" in result.output, result.output
     assert "TrainConfig" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_every_mapping_option_offers_the_library_mappings() -> None:
+    """The CLI spells the mapping names out (no numpy import for --help): keep them in step."""
+    from landprior.commands.landcover import group as landcover
+    from landprior.landcover.classes import MAPPING_NAMES
+
+    found = {
+        name: param
+        for name, command in landcover.commands.items()
+        for param in command.params
+        if param.name == "mapping"
+    }
+    assert {"chips", "evaluate", "train-prior"} <= set(found)
+    for name, param in found.items():
+        assert tuple(param.type.choices) == MAPPING_NAMES, name
+        assert param.default == "prior" and param.help == found["chips"].help, name
