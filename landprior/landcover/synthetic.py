@@ -22,9 +22,10 @@ city id                     plays               CRS          character
                                                              NIR band
 ``synthdesert_az-2010``     phoenix_az-2010     EPSG:26912   desert: barren ground and creosote
                                                              shrubs, gravel yards, pools, canal,
-                                                             tile roofs, hazy imagery (strong
-                                                             shift: ground looks like the
-                                                             source's concrete)
+                                                             tile roofs; dark visible bands
+                                                             and a bright NIR band (strong
+                                                             shift: bare ground looks like
+                                                             the source's grass)
 ==========================  ==================  ===========  ================================
 
 Land cover is built from vectorised fields (no loops over pixels): a road grid (rotated per
