@@ -93,6 +93,37 @@ def _emit(result: dict[str, Any], as_json: bool) -> None:
             click.echo(f"{key}: {value}")
 
 
+def _file_tour_lengths(records: list[Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Lengths of the file's own tours (input units, unit square), or None unless every
+    instance has one."""
+    from landprior.tasks.tsp.data import input_unit_lengths, tour_lengths
+
+    if not all(r.tour is not None for r in records):
+        return None
+    unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
+    return input_unit_lengths(unit, records), unit
+
+
+def _length_fields(
+    unit_lengths: np.ndarray, records: list[Any], file_tours: tuple[np.ndarray, np.ndarray] | None
+) -> dict[str, Any]:
+    """The length keys every TSP report shares: means in the instances' input units and in
+    the unit square the solve ran in, and the gap to the file's tours (null without them)."""
+    from landprior.tasks.tsp.data import gap_pct, input_unit_lengths
+
+    lengths = input_unit_lengths(unit_lengths, records)
+    reference, reference_unit = file_tours if file_tours is not None else (None, None)
+    return {
+        "mean_length": float(lengths.mean()),
+        "mean_length_unit_square": float(np.mean(unit_lengths)),
+        "mean_reference_length": None if reference is None else float(reference.mean()),
+        "mean_reference_length_unit_square": (
+            None if reference_unit is None else float(reference_unit.mean())
+        ),
+        "gap_pct": None if reference is None else gap_pct(lengths, reference),
+    }
+
+
 _instances_option = click.option(
     "--instances",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -220,12 +251,7 @@ def reference(
     *_unit_square keys are the lengths once each instance is scaled into [0, 1]^2 for the
     solve (the same figures when the input already lies there).
     """
-    from landprior.tasks.tsp.data import (
-        gap_pct,
-        input_unit_lengths,
-        tour_lengths,
-        write_instances,
-    )
+    from landprior.tasks.tsp.data import tour_lengths, write_instances
     from landprior.tasks.tsp.solvers import reference_tours
 
     records = _read(instances, limit, duplicates)
@@ -241,29 +267,20 @@ def reference(
     unit = np.array(
         [float(tour_lengths(r.points, t)) for r, t in zip(records, solved.tours, strict=True)]
     )
-    lengths = input_unit_lengths(unit, records)
+    file_tours = _file_tour_lengths(records)
     result: dict[str, Any] = {
         "n_instances": len(records),
         "n_cities": sorted({r.n for r in records}),
         "solver": config.tag(),
-        "mean_length": float(lengths.mean()),
-        "mean_length_unit_square": float(unit.mean()),
-        "mean_reference_length": None,
-        "mean_reference_length_unit_square": None,
-        "gap_pct": None,
-        "n_shorter_than_file": None,
+        **_length_fields(unit, records, file_tours),
+        "n_shorter_than_file": (
+            None if file_tours is None else int((unit < file_tours[1] - 1e-9).sum())
+        ),
         # solver wall time per instance actually solved (None when all came from the cache)
         "seconds_per_instance": solved.seconds_per_solved if solved.n_solved else None,
         "n_solved": solved.n_solved,
         "n_from_cache": solved.n_cached,
     }
-    if all(r.tour is not None for r in records):
-        file_unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
-        file_lengths = input_unit_lengths(file_unit, records)
-        result["mean_reference_length"] = float(file_lengths.mean())
-        result["mean_reference_length_unit_square"] = float(file_unit.mean())
-        result["gap_pct"] = gap_pct(lengths, file_lengths)
-        result["n_shorter_than_file"] = int((unit < file_unit - 1e-9).sum())
     _emit(result, as_json)
     if out is not None:
         write_instances(out, [r.original_points for r in records], solved.tours)
@@ -310,12 +327,7 @@ def baseline(
     *_unit_square keys are the lengths once each instance is scaled into [0, 1]^2 for the
     solve (the same figures when the input already lies there).
     """
-    from landprior.tasks.tsp.data import (
-        gap_pct,
-        group_by_size,
-        input_unit_lengths,
-        tour_lengths,
-    )
+    from landprior.tasks.tsp.data import group_by_size
     from landprior.tasks.tsp.extract import baseline_tours, warm_up_two_opt
 
     if starts > 1 and method != "two-opt":
@@ -336,27 +348,16 @@ def baseline(
             lengths[rows[better]] = result.lengths[better]
             moves[rows[better]] = result.moves[better]
     seconds = time.perf_counter() - start
-    user_lengths = input_unit_lengths(lengths, records)
     out: dict[str, Any] = {
         "method": method,
         "n_instances": len(records),
         "n_cities": sorted({r.n for r in records}),
-        "mean_length": float(user_lengths.mean()),
-        "mean_length_unit_square": float(lengths.mean()),
-        "mean_reference_length": None,
-        "mean_reference_length_unit_square": None,
-        "gap_pct": None,
+        **_length_fields(lengths, records, _file_tour_lengths(records)),
         "two_opt_moves_mean": float(moves.mean()),
         "two_opt_kernel": kernel,
         "starts": starts,
         "seconds_per_instance": seconds / len(records),
     }
-    if all(r.tour is not None for r in records):
-        reference_unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
-        reference_lengths = input_unit_lengths(reference_unit, records)
-        out["mean_reference_length"] = float(reference_lengths.mean())
-        out["mean_reference_length_unit_square"] = float(reference_unit.mean())
-        out["gap_pct"] = gap_pct(user_lengths, reference_lengths)
     _emit(out, as_json)
 
 
@@ -488,12 +489,7 @@ def solve(
     """
     import torch
 
-    from landprior.tasks.tsp.data import (
-        gap_pct,
-        input_unit_lengths,
-        tour_lengths,
-        write_instances,
-    )
+    from landprior.tasks.tsp.data import write_instances
     from landprior.tasks.tsp.diffuse import (
         DiffusionSolverConfig,
         TSPPriorError,
@@ -530,8 +526,8 @@ def solve(
         progress=progress,
     )
     seconds = time.perf_counter() - start
-    lengths = input_unit_lengths(result.lengths, records)
-    greedy_lengths = input_unit_lengths(result.greedy_lengths, records)
+    file_tours = _file_tour_lengths(records)
+    greedy = _length_fields(result.greedy_lengths, records, file_tours)
     sizes = sorted(result.groups)
     unet = prior.meta["unet_config"]
     summary: dict[str, Any] = {
@@ -540,14 +536,10 @@ def solve(
         "n_cities": sizes,
         "steps": steps,
         "samples": samples,
-        "mean_length": float(lengths.mean()),
-        "mean_length_unit_square": float(result.lengths.mean()),
-        "mean_reference_length": None,
-        "mean_reference_length_unit_square": None,
-        "gap_pct": None,
-        "greedy_mean_length": float(greedy_lengths.mean()),
-        "greedy_mean_length_unit_square": float(result.greedy_lengths.mean()),
-        "greedy_gap_pct": None,
+        **_length_fields(result.lengths, records, file_tours),
+        "greedy_mean_length": greedy["mean_length"],
+        "greedy_mean_length_unit_square": greedy["mean_length_unit_square"],
+        "greedy_gap_pct": greedy["gap_pct"],
         "two_opt_moves_mean": float(result.moves.mean()),
         "seconds_per_instance": seconds / len(records),
         "seconds": {k: round(v, 4) for k, v in result.seconds.items()},
@@ -562,13 +554,6 @@ def solve(
         "prior": unet.name,
         "weights": prior.meta.get("weights"),
     }
-    if all(r.tour is not None for r in records):
-        reference_unit = np.array([float(tour_lengths(r.points, r.tour)) for r in records])
-        reference = input_unit_lengths(reference_unit, records)
-        summary["mean_reference_length"] = float(reference.mean())
-        summary["mean_reference_length_unit_square"] = float(reference_unit.mean())
-        summary["gap_pct"] = gap_pct(lengths, reference)
-        summary["greedy_gap_pct"] = gap_pct(greedy_lengths, reference)
     _emit(summary, as_json)  # first: the figures survive a failing write
     if out is not None:
         write_instances(out, [r.original_points for r in records], result.tours)

@@ -207,6 +207,8 @@ def test_reference_and_baseline_lengths_are_in_the_input_units(
         _lengths_on(unit_square, file_tours).mean(), rel=1e-9
     )
     assert summary["mean_length"] > 1000 > 10 > summary["mean_length_unit_square"]
+    shorter = _lengths_on(unit_square, solved) < _lengths_on(unit_square, file_tours) - 1e-9
+    assert summary["n_shorter_than_file"] == int(shorter.sum()) > 0  # random file tours
     assert summary["gap_pct"] == pytest.approx(
         100 * (summary["mean_length"] / summary["mean_reference_length"] - 1)
     )
