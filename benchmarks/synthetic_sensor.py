@@ -45,18 +45,20 @@ def _sensor(text: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
 
 
 def main() -> None:
+    from landprior.landcover import synthetic
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--city", required=True, help="a synthetic target city")
     p.add_argument("--sensor", type=_sensor, action="append", default=None,
                    help="GAIN/OFFSET, four comma-separated values each; repeatable "
                    "(default: the city's own sensor)")  # fmt: skip
     p.add_argument("--model", type=Path, default=REPO / "results/segmenter/source_image.pt")
-    p.add_argument("--size", default="small", help="synthetic dataset size (the demo's: small)")
+    p.add_argument("--size", default="small", choices=synthetic.SIZE_NAMES,
+                   help="synthetic dataset size (the demo's: small)")
     p.add_argument("--seed", type=int, default=0, help="dataset seed (the demo's: 0)")
     p.add_argument("--split", default="test")
     args = p.parse_args()
 
-    from landprior.landcover import synthetic
     from landprior.landcover.classes import CLASS_NAMES, NUM_CLASSES, remap
     from landprior.landcover.segmenter import load_segmenter, predict_array
 
@@ -66,11 +68,18 @@ def main() -> None:
     if not args.model.is_file():
         sys.exit(f"{args.model} not found: run `make demo` first (or pass --model)")
     torch.set_num_threads(1)
-    model, _ = load_segmenter(args.model)
-    model.eval()
+    try:
+        model, _ = load_segmenter(args.model)
+    except (ValueError, FileNotFoundError) as exc:
+        sys.exit(str(exc))
+    if model.config.in_channels != 4:
+        sys.exit(f"{args.model} takes {model.config.in_channels} input bands; this scores an "
+                 "image-only (4-band) source model such as results/segmenter/source_image.pt")
     style = synthetic.CITIES[names.index(args.city)]
     tiles = [t for t in synthetic.plan_tiles(args.size)
              if t.city.name == args.city and t.split == args.split]  # fmt: skip
+    if not tiles:
+        sys.exit(f"--split {args.split!r}: {args.city} has no such tiles at --size {args.size}")
     for gain, offset in args.sensor or [(style.gain, style.offset)]:
         candidate = dataclasses.replace(style, gain=gain, offset=offset)
         hits = total = 0
