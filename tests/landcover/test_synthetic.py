@@ -172,6 +172,27 @@ def test_appearance_shift(ds: EnviroAtlas) -> None:
     assert acc_src - acc_des > 0.3 and iou_src - iou_des > 0.4, (acc_des, iou_des)
 
 
+def test_desert_sensor_calibration(ds: EnviroAtlas) -> None:
+    """The desert's calibrated sensor (synthetic.py): a bright NIR band over visible bands
+    kept at the source city's level, and under 1 % of any band clipped at 0 or 255 (the
+    rule it was chosen by)."""
+
+    def bands(city: str) -> np.ndarray:
+        return np.concatenate(
+            [ds.read(t, "naip").reshape(4, -1) for t in ds.tiles(city)], axis=1
+        )
+
+    source, desert = bands(SOURCE), bands(DESERT)
+    src_mean, des_mean = source.mean(1), desert.mean(1)
+    assert des_mean[3] > 1.4 * src_mean[3], (src_mean, des_mean)
+    assert (np.abs(des_mean[:3] - src_mean[:3]) < 0.3 * src_mean[:3]).all(), (src_mean, des_mean)
+    # NIR over the visible bands' mean: ~1.3 in the source, ~2 in the desert
+    ratio = lambda m: m[3] / m[:3].mean()  # noqa: E731
+    assert ratio(des_mean) > ratio(src_mean) + 0.5, (src_mean, des_mean)
+    clipped = ((desert == 0) | (desert == 255)).mean(1)
+    assert (clipped < 0.01).all(), clipped
+
+
 def test_deterministic_per_seed(tmp_path: Path, root: Path) -> None:
     again = synthetic.write_synthetic_dataset(tmp_path / "again", size="tiny", seed=0)
     for rel in (
