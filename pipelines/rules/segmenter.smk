@@ -26,7 +26,7 @@ rule segmenter_source:
     resources:
         mem_mb=3000,
     shell:
-        "landprior landcover train-segmenter --chips {input} --target truth"
+        "landprior -v landcover train-segmenter --chips {input} --target truth"
         " --inputs {wildcards.inputs} --out {output} --steps {params.s[pretrain_steps]}"
         " --batch-size {params.s[batch_size]} --lr {params.s[lr]}"
         " --base-channels {params.s[base_channels]} --depth {params.s[depth]}"
@@ -62,7 +62,7 @@ rule segmenter_finetune:
     resources:
         mem_mb=3000,
     shell:
-        "landprior landcover train-segmenter --chips {input.chips} --target pseudo --inputs image"
+        "landprior -v landcover train-segmenter --chips {input.chips} --target pseudo --inputs image"
         " --init {input.init} --out {output} --steps {params.s[finetune_steps]} {params.replay}"
         " --batch-size {params.s[batch_size]} --lr {params.s[finetune_lr]}"
         " --seed {params.seed} --threads {threads} --device {params.device}"
@@ -89,7 +89,7 @@ rule segmenter_scratch:
     resources:
         mem_mb=3000,
     shell:
-        "landprior landcover train-segmenter --chips {input} --target pseudo --inputs image"
+        "landprior -v landcover train-segmenter --chips {input} --target pseudo --inputs image"
         " --out {output} --steps {params.s[scratch_steps]} --batch-size {params.s[batch_size]}"
         " --lr {params.s[lr]} --base-channels {params.s[base_channels]}"
         " --depth {params.s[depth]} --norm {params.s[norm]} --seed {params.seed}"

@@ -19,8 +19,10 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 
 from landprior.landcover.classes import CLASS_NAMES
@@ -289,6 +292,74 @@ def test_wrong_crs_fails_with_the_library_message(synthetic_root: Path, tmp_path
         result.stdout
     )
     assert not (results / "weak_labels" / "done.json").exists()
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+
+
+def _wait_for(path: Path, text: str, proc: subprocess.Popen[str], timeout: float = 300) -> str:
+    """Poll ``path`` until it contains ``text`` (while ``proc`` runs); its content."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        content = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if text in content:
+            return content
+        assert proc.poll() is None, f"snakemake exited {proc.returncode} before {text!r}"
+        time.sleep(0.2)
+    raise AssertionError(f"{path} did not show {text!r} within {timeout} s")
+
+
+def _ctrl_c(proc: subprocess.Popen[str]) -> int:
+    """SIGINT to snakemake's whole process group, as Ctrl-C in its terminal does."""
+    os.killpg(proc.pid, signal.SIGINT)
+    return proc.wait(timeout=120)
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_segmenter_job_resumes_on_the_next_run(tmp_path: Path) -> None:
+    """A real pipeline interrupted inside train-segmenter (Ctrl-C): the job saves its state
+    beside the missing output, and the next `snakemake --rerun-incomplete` continues that
+    training from the saved step instead of starting over (the rule's log says so)."""
+    config = write_config(tmp_path, tiny_config(**{"segmenter.pretrain_steps": 1_000_000}))
+    target = "results/tiny/segmenter/source_image.pt"
+    log = tmp_path / "results/tiny/logs/segmenter/source_image.log"
+    state = tmp_path / f"{target}.resume"
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [str(SNAKEMAKE), "-s", str(SNAKEFILE), "--cores", "2", "--rerun-incomplete",
+             f"--configfile={config}", target],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            text=True, start_new_session=True,
+        )  # fmt: skip
+
+    proc = start()
+    try:
+        _wait_for(log, "segmenter training: steps 1..1000000", proc)
+        time.sleep(1.0)  # some steps into the loop
+        assert _ctrl_c(proc) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    first = log.read_text(encoding="utf-8")
+    assert "Interrupted: stopped by SIGINT at step " in first, first
+    step = int(torch.load(state, weights_only=False)["step"])
+    assert step >= 1 and f"at step {step};" in first
+    assert not (tmp_path / target).exists()
+
+    log.unlink()  # so that the wait below sees the new job's log, not this one
+    proc = start()
+    try:
+        resumed = _wait_for(log, "segmenter training: steps ", proc)
+        assert f"resumed {target}.resume at step {step} of 1000000" in resumed, resumed
+        assert f"segmenter training: steps {step + 1}..1000000" in resumed, resumed
+        assert _ctrl_c(proc) != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert int(torch.load(state, weights_only=False)["step"]) > step
+    assert not (tmp_path / target).exists()
 
 
 # --------------------------------------------------------------------------- profiles
