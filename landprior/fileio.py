@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pickle
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -113,10 +114,20 @@ def torch_load_checked(path: str | os.PathLike[str], what: str = "checkpoint") -
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # unpickling, zip and stream errors: name the file
+        with path.open("rb") as fh:
+            magic = fh.read(4)
+        if magic != b"PK\x03\x04":  # torch.save writes a zip archive
+            raise ValueError(f"cannot read {what} {path}: not a torch checkpoint (torch.save "
+                             f"writes a zip archive; this file starts {magic!r})") from err
+        if isinstance(err, pickle.UnpicklingError):
+            # torch's message suggests weights_only=False, i.e. running the file's code:
+            # never pass that on for a file that landprior did not write
+            raise ValueError(f"cannot read {what} {path}: it holds Python objects other than "
+                             "tensors and plain containers, which landprior never writes; "
+                             "refusing to unpickle them") from err
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         reason = f"{type(err).__name__}: {first}" if first else type(err).__name__
-        raise ValueError(f"cannot read {what} {path} (not a torch file, or cut short): "
-                         f"{reason}") from err
+        raise ValueError(f"cannot read {what} {path} (cut short or damaged): {reason}") from err
 
 
 def ensure_writable(path: str | os.PathLike[str]) -> Path:

@@ -48,10 +48,24 @@ def test_torch_load_checked_names_the_file(tmp_path: Path) -> None:
     garbage.write_bytes(b"not a torch file at all")
     with pytest.raises(ValueError, match=r"cannot read checkpoint .*garbage\.pt"):
         torch_load_checked(garbage)
+    with pytest.raises(ValueError, match=r"garbage\.pt: not a torch checkpoint .*b'not '"):
+        torch_load_checked(garbage)
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"cannot read checkpoint .*truncated\.pt"):
+    with pytest.raises(ValueError, match=r"cannot read checkpoint .*truncated\.pt \(cut short"):
         torch_load_checked(truncated)
+
+
+def test_torch_load_checked_never_suggests_unpickling_code(tmp_path: Path) -> None:
+    """A torch file holding arbitrary objects: refused without passing on torch's advice to
+    load it with weights_only=False (which would run the file's code)."""
+    from collections import OrderedDict
+
+    odd = tmp_path / "odd.pt"
+    torch.save({"cls": OrderedDict, "x": Path("a")}, odd)
+    with pytest.raises(ValueError, match=r"odd\.pt: it holds Python objects") as err:
+        torch_load_checked(odd, "segmenter checkpoint")
+    assert "weights_only" not in str(err.value)
 
 
 def test_outputs_get_the_usual_permissions_not_mkstemps_0600(tmp_path: Path) -> None:
