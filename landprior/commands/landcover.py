@@ -597,7 +597,7 @@ def _prediction_options(func: Callable[..., Any]) -> Callable[..., Any]:
                      help=_OVERLAP_HELP),
         click.option("--upsample", type=click.Choice(["guided", "bilinear"]),
                      default="guided", show_default=True, help=_UPSAMPLE_HELP),
-        click.option("--guide-sigma", type=click.FloatRange(min=0, min_open=True),
+        click.option("--guide-sigma", type=click.FloatRange(min=0, max=1, min_open=True),
                      default=0.05, show_default=True,
                      help="Range sigma of --upsample guided, in [0, 1] band units."),
     )):  # fmt: skip
