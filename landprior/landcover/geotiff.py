@@ -201,6 +201,19 @@ class RasterWriter:
             raise ValueError(f"data of shape {data.shape} for window {window}; expected {expected}")
         self._dst.write(data.astype(self._dst.dtypes[0], copy=False), window=window)
 
+    def write_mask(self, valid: np.ndarray, window: Window | None = None) -> None:
+        """Mark the ``(h, w)`` pixels where ``valid`` is False as no data in the file's
+        internal per-dataset mask (for bands where no value is free to mean "no data",
+        e.g. probabilities; GDAL and QGIS honour the mask)."""
+        valid = np.asarray(valid, dtype=bool)
+        if window is None:
+            window = Window(0, 0, self.width, self.height)
+        expected = (int(window.height), int(window.width))
+        if valid.shape != expected:
+            raise ValueError(f"mask of shape {valid.shape} for window {window}; "
+                             f"expected {expected}")
+        self._dst.write_mask(np.where(valid, 255, 0).astype(np.uint8), window=window)
+
 
 def _normalise_profile(profile: Mapping[str, Any]) -> dict[str, Any]:
     prof = dict(profile)
@@ -271,7 +284,9 @@ def open_raster_writer(
         "BIGTIFF": "IF_SAFER",
     }
     try:
-        with rasterio.open(stage, "w", **stage_profile) as dst:
+        # a mask written with RasterWriter.write_mask goes inside the file, not a .msk sidecar
+        with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), \
+                rasterio.open(stage, "w", **stage_profile) as dst:
             yield RasterWriter(dst, _encode)
             if band_descriptions is not None:
                 for i, desc in enumerate(band_descriptions, start=1):
@@ -296,12 +311,14 @@ def open_raster_writer(
                 OVERVIEW_COUNT=len(factors),
                 OVERVIEWS="AUTO" if factors else "NONE",
             )
-            rasterio.shutil.copy(stage, final, driver="COG", **options)
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+                rasterio.shutil.copy(stage, final, driver="COG", **options)
         else:
             options.update(
                 TILED="YES", BLOCKXSIZE=blocksize, BLOCKYSIZE=blocksize, COPY_SRC_OVERVIEWS="YES"
             )
-            rasterio.shutil.copy(stage, final, driver="GTiff", **options)
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):
+                rasterio.shutil.copy(stage, final, driver="GTiff", **options)
         _unlink(stage)
         if categories is not None:
             aux_tmp.write_bytes(_aux_xml(categories, prof.get("nodata")))

@@ -10,13 +10,16 @@ trained.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import rasterio
 from rasterio.enums import MaskFlags
+from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
+from scipy import ndimage
 
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
 from landprior.landcover.geotiff import (
@@ -55,16 +58,20 @@ PIXEL_SIZE_RANGE_M = (0.25, 4.0)
 """Pixel sizes (metres) that are plausibly the ~1 m NAIP the segmenters are trained on."""
 
 
+_NO_CRS = ("{path} has no CRS: its map could not be georeferenced; assign the CRS the "
+           "image is in first (e.g. gdal_edit.py -a_srs EPSG:26918 {path})")
+
+
 def check_imagery_grid(profile: dict, path: str | Path) -> None:
-    """Warn when the imagery is not on a projected, metre-based grid of about 1 m pixels.
+    """Raise ValueError naming ``path`` when the imagery has no CRS; warn when it is not on a
+    projected, metre-based grid of about 1 m pixels.
 
     The models learned 1 m NAIP texture; a geographic CRS (degree pixels) or 10 m imagery
     still runs but the maps mean little. A warning, not an error: 0.6 m NAIP is fine.
     """
     crs, transform = profile.get("crs"), profile["transform"]
     if crs is None:
-        log.warning("%s has no CRS: the map will not be georeferenced", path)
-        return
+        raise ValueError(_NO_CRS.format(path=path))
     if crs.is_geographic:
         log.warning("%s is in a geographic CRS (%s, pixels of %g degrees); the segmenters "
                     "expect ~1 m pixels on a projected grid: reproject first (gdalwarp)",
@@ -90,6 +97,26 @@ def invalid_pixels(src: rasterio.io.DatasetReader, window: Window) -> np.ndarray
     if MaskFlags.per_dataset in flags and MaskFlags.alpha not in flags:
         return src.dataset_mask(window=window) == 0
     return None
+
+
+def fill_invalid(
+    read: Callable[[int, int, int, int], np.ndarray], src: rasterio.io.DatasetReader
+) -> Callable[[int, int, int, int], np.ndarray]:
+    """``read`` with the pixels ``src`` marks invalid (:func:`invalid_pixels`) replaced by
+    their nearest valid pixel in the same read, so that a no-data collar (often 0) is not
+    seen by the segmenter as dark ground or water next to the valid pixels it maps."""
+
+    def filled(row: int, col: int, h: int, w: int) -> np.ndarray:
+        x = read(row, col, h, w)
+        invalid = invalid_pixels(src, Window(col, row, w, h))
+        if invalid is None or not invalid.any():
+            return x
+        if invalid.all():
+            return np.zeros_like(x)  # mapped as no data anyway
+        _, (iy, ix) = ndimage.distance_transform_edt(invalid, return_indices=True)
+        return x[:, iy, ix]
+
+    return filled
 
 
 def predict_tile(
@@ -127,8 +154,14 @@ def predict_tile(
 
 def check_mappable_image(image_path: str | Path, *, window: int, downsample: int) -> None:
     """Raise ValueError naming ``image_path`` unless it is 4-band uint8 imagery of at least
-    one prediction window (``window * downsample`` pixels a side). Checks only the header."""
-    with rasterio.open(image_path) as src:
+    one prediction window (``window * downsample`` pixels a side) on a CRS. Checks only the
+    header."""
+    with warnings.catch_warnings():  # no georeference: said below, not as rasterio's warning
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        src = rasterio.open(image_path)
+    with src:
+        if src.crs is None:
+            raise ValueError(_NO_CRS.format(path=image_path))
         if src.count != NAIP_BANDS or set(src.dtypes) != {"uint8"}:
             raise ValueError(
                 f"{image_path}: expected {NAIP_BANDS} uint8 bands (R, G, B, NIR; NAIP), got "
@@ -177,11 +210,17 @@ def predict_image(
         def read(row: int, col: int, h: int, w: int) -> np.ndarray:
             return src.read(window=Window(col, row, w, h)).astype(np.float32) / 255.0
 
-        _predict_raster(
-            model, image_path, read, profile, out_path, downsample=downsample, window=window,
-            overlap=overlap, batch_size=batch_size, probabilities_path=probabilities_path,
-            upsample=upsample, sigma_range=sigma_range,
-        )  # fmt: skip
+        try:
+            _predict_raster(
+                model, image_path, read, profile, out_path, downsample=downsample,
+                window=window, overlap=overlap, batch_size=batch_size,
+                probabilities_path=probabilities_path, upsample=upsample,
+                sigma_range=sigma_range,
+            )  # fmt: skip
+        except RasterioIOError as err:
+            cause = f" ({err.__cause__})" if err.__cause__ else ""
+            raise OSError(f"{image_path}: reading the image failed{cause}; is the file cut "
+                          "short or damaged? (no map written)") from err
     log.info("mapped %s -> %s", image_path, out_path)
     return Path(out_path)
 
@@ -202,24 +241,25 @@ def _predict_raster(
     sigma_range: float,
 ) -> None:
     """Predict the raster ``read`` gives, on ``profile``'s grid, into the class map (and
-    probabilities); pixels ``naip_path`` marks invalid become nodata."""
+    probabilities). Pixels ``naip_path`` marks invalid are filled from their nearest valid
+    pixel before the model (:func:`fill_invalid`), then written as the class map's nodata
+    and masked in the probabilities."""
     height, width = profile["height"], profile["width"]
     grid = {
         "crs": profile["crs"], "transform": profile["transform"],
         "height": height, "width": width,
     }
-    strips = iter_strip_predictions(
-        model, read, height, width, window=window, overlap=overlap,
-        downsample=downsample, batch_size=batch_size, upsample=upsample,
-        guide_bands=NAIP_BANDS, sigma_range=sigma_range,
-    )
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(naip_path) as naip_src, open_class_map_writer(out_path, **grid) as classes:
+        strips = iter_strip_predictions(
+            model, fill_invalid(read, naip_src), height, width, window=window,
+            overlap=overlap, downsample=downsample, batch_size=batch_size, upsample=upsample,
+            guide_bands=NAIP_BANDS, sigma_range=sigma_range,
+        )  # fmt: skip
 
-        def class_map(probs: np.ndarray, win: Window) -> np.ndarray:
+        def class_map(probs: np.ndarray, invalid: np.ndarray | None) -> np.ndarray:
             labels = probs.argmax(axis=0).astype(np.uint8)
-            invalid = invalid_pixels(naip_src, win)
             if invalid is not None:
                 labels[invalid] = CLASS_NODATA
             return labels
@@ -227,11 +267,16 @@ def _predict_raster(
         if probabilities_path is None:
             for row0, probs in strips:
                 win = Window(0, row0, width, probs.shape[1])
-                classes.write(class_map(probs, win), win)
+                classes.write(class_map(probs, invalid_pixels(naip_src, win)), win)
         else:
             Path(probabilities_path).parent.mkdir(parents=True, exist_ok=True)
             with open_probability_writer(probabilities_path, **grid) as prob_writer:
                 for row0, probs in strips:
                     win = Window(0, row0, width, probs.shape[1])
-                    classes.write(class_map(probs, win), win)
-                    prob_writer.write(probs, win)
+                    invalid = invalid_pixels(naip_src, win)
+                    classes.write(class_map(probs, invalid), win)
+                    if invalid is None:
+                        prob_writer.write(probs, win)
+                    else:  # no value of a probability band is free: an internal mask
+                        prob_writer.write(np.where(invalid, 0.0, probs), win)
+                        prob_writer.write_mask(~invalid, win)

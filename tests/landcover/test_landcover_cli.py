@@ -469,6 +469,16 @@ def test_map_refuses_what_it_cannot_map(pipeline: dict[str, Path], tiny_dataset:
     mapping = ("landcover", "map", "--model", pipeline["model"], "--out-dir", out)
     _fails(*mapping, rgb, match=f"{rgb}: expected 4 uint8 bands (R, G, B, NIR; NAIP), got 3")
     _fails(*mapping, small, match=f"{small} is 40 x 40 px, smaller than one prediction window")
+    no_crs = tmp_path / "no_crs.tif"
+    with rasterio.open(no_crs, "w", **{**profile, "crs": None}) as dst:
+        dst.write(pixels)
+    _fails(*mapping, no_crs, match=f"{no_crs} has no CRS: its map could not be georeferenced")
+    cut = tmp_path / "cut.tif"
+    with rasterio.open(cut, "w", **{**profile, "tiled": False, "compress": "deflate"}) as dst:
+        dst.write(pixels)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    _fails(*mapping, cut, match=f"{cut}: reading the image failed")
+    _fails(*mapping, naip, "--guide-sigma", "5", match="--guide-sigma")
     # a bad image anywhere in the list stops the run before any map is written
     _fails(*mapping, naip, rgb, match=f"{rgb}: expected 4 uint8 bands")
     twin = tmp_path / "a" / naip.name

@@ -152,12 +152,58 @@ def test_imagery_nodata_is_written_as_map_nodata(
 
     ds, tile = _copy_with(tiny_root, tmp_path / "ds", "naip", blank_rows)
     out = predict_tile(image_model, ds, tile, tmp_path / "m.tif", downsample=4, window=16,
-                       overlap=4)
+                       overlap=4, probabilities_path=tmp_path / "p.tif")
     with rasterio.open(out) as src:
         classes = src.read(1)
         assert src.nodata == 255
     assert (classes[:20] == 255).all()
     assert (classes[20:] < 5).all()  # every valid pixel still gets a class
+    # probabilities have no free value for "no data": an internal mask says it (GDAL, QGIS)
+    with rasterio.open(tmp_path / "p.tif") as src:
+        assert src.mask_flag_enums[0] == [rasterio.enums.MaskFlags.per_dataset]
+        assert not (tmp_path / "p.tif.msk").exists() and src.overviews(1)
+        np.testing.assert_array_equal(src.read_masks(1) == 0, classes == 255)
+        assert (src.read()[:, :20] == 0).all()
+    # the model sees the no-data rows filled from the nearest valid pixel (row 20, same
+    # column), not as black: its probabilities on the valid rows are exactly those of the
+    # same imagery with that filling done beforehand and no nodata declared
+    def prefilled(profile, data):
+        data = data.copy()
+        data[:, :20] = data[:, 20:21]
+        return {**profile, "nodata": None}, data
+
+    ds_filled, tile = _copy_with(tiny_root, tmp_path / "ds_filled", "naip", prefilled)
+    predict_tile(image_model, ds_filled, tile, tmp_path / "f.tif", downsample=4, window=16,
+                 overlap=4, probabilities_path=tmp_path / "pf.tif")
+    with rasterio.open(tmp_path / "p.tif") as got, rasterio.open(tmp_path / "pf.tif") as want:
+        np.testing.assert_array_equal(got.read()[:, 20:], want.read()[:, 20:])
+
+
+def test_fill_invalid_takes_the_nearest_valid_pixel() -> None:
+    from rasterio.io import MemoryFile
+    from rasterio.transform import from_origin
+
+    from landprior.landcover.predict import fill_invalid
+
+    pixels = np.arange(4 * 6 * 8, dtype=np.uint8).reshape(4, 6, 8) + 1
+    pixels[:, :, :3] = 0  # a no-data collar of three columns
+    profile = {"driver": "GTiff", "height": 6, "width": 8, "count": 4, "dtype": "uint8",
+               "crs": "EPSG:26917", "transform": from_origin(0, 6, 1, 1), "nodata": 0}
+
+    def read(row: int, col: int, h: int, w: int) -> np.ndarray:
+        return pixels[:, row:row + h, col:col + w].astype(np.float32) / 255
+
+    with MemoryFile() as mem, mem.open(**profile) as src:
+        src.write(pixels)
+        filled = fill_invalid(read, src)(0, 0, 6, 8)
+        np.testing.assert_array_equal(filled[:, :, 3:], read(0, 0, 6, 8)[:, :, 3:])
+        for col in range(3):  # each collar pixel takes its row's first valid pixel
+            np.testing.assert_array_equal(filled[:, :, col], read(0, 0, 6, 8)[:, :, 3])
+        assert (fill_invalid(read, src)(0, 0, 6, 3) == 0).all()  # nothing valid to take
+    profile.pop("nodata")
+    with MemoryFile() as mem, mem.open(**profile) as src:  # no nodata, no mask: as read
+        src.write(pixels)
+        np.testing.assert_array_equal(fill_invalid(read, src)(0, 0, 6, 8), read(0, 0, 6, 8))
 
 
 def test_a_weak_layer_off_the_imagery_grid_is_refused(
