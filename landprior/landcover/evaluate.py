@@ -25,10 +25,12 @@ from landprior.fileio import write_text_atomic
 from landprior.landcover.classes import (
     CLASS_NAMES,
     ENVIROATLAS_RAW_NAMES,
+    IGNORE_INDEX,
     MappingName,
     remap,
 )
 from landprior.landcover.enviroatlas import EnviroAtlas, Tile
+from landprior.landcover.geotiff import CLASS_NODATA
 from landprior.landcover.metrics import ConfusionAccumulator
 from landprior.landcover.weak_source import weak_reader
 
@@ -72,23 +74,32 @@ def evaluate_class_maps(
 
     Label codes outside the EnviroAtlas class table (not merely ignored ones such as 0,
     unclassified) are left out of the scores with a warning naming the tile and codes.
+    Labelled pixels the map marks as no data (255: the imagery had none there) are not
+    scored either: they are counted in ``unmapped_pixels`` and warned about per tile.
     """
     if not predictions:
         raise ValueError("no predictions to evaluate")
     acc = ConfusionAccumulator()
+    unmapped_total = 0
     for tile, path in predictions.items():
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"prediction for {tile.key} not found: {path}")
         profile = dataset.profile(tile, "lc")
         unknown: dict[int, int] = {}
+        unmapped = 0
         with rasterio.open(path) as src:
             _check_grid(path, src, profile)
             for win in _row_blocks(profile["height"], profile["width"]):
                 raw = dataset.read(tile, "lc", win)[0]
                 _count_unknown_codes(raw, unknown)
+                pred, truth = src.read(1, window=win), remap(raw, mapping)
+                no_data = (pred == CLASS_NODATA) & (truth != IGNORE_INDEX)
+                if no_data.any():
+                    unmapped += int(no_data.sum())
+                    truth = np.where(no_data, IGNORE_INDEX, truth)
                 try:
-                    acc.update(src.read(1, window=win), remap(raw, mapping))
+                    acc.update(pred, truth)
                 except ValueError as err:
                     raise ValueError(f"{path} (tile {tile.key}): {err}") from None
         if unknown:
@@ -97,7 +108,12 @@ def evaluate_class_maps(
                 "they are not scored", tile.key, sum(unknown.values()), sorted(unknown),
                 sorted(ENVIROATLAS_RAW_NAMES),
             )
+        if unmapped:
+            log.warning("tile %s: %d labelled pixels are no data (%d) in %s; they are not "
+                        "scored", tile.key, unmapped, CLASS_NODATA, path)
+        unmapped_total += unmapped
     scores = acc.scores()
+    scores["unmapped_pixels"] = unmapped_total
     scores["tiles"] = len(predictions)
     scores["confusion"] = acc.matrix.tolist()
     return scores

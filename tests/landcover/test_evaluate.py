@@ -229,3 +229,27 @@ def test_bad_prediction_values_name_the_tile_and_unknown_truth_codes_warn(
     assert scores["pixels"] == int((ds.read_labels(tile) != 255).sum())
     (message,) = [r.getMessage() for r in caplog.records]
     assert f"tile {tile.key}: {32 * raw.shape[2]} labelled pixels carry codes [77]" in message
+
+
+def test_map_nodata_on_labelled_pixels_is_left_out_and_counted(
+    tiny_dataset: EnviroAtlas, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A map with a no-data collar (imagery without data there) over labelled ground: those
+    pixels are not scored, counted in ``unmapped_pixels`` and warned about - the rest is
+    scored as usual (here: perfectly)."""
+    ds = tiny_dataset
+    tile = ds.tiles(TARGET_CITY, "test")[0]
+    truth = ds.read_labels(tile)
+    pred = truth.copy()
+    pred[:, :10] = 255
+    path = _write(tmp_path / "collar.tif", pred, ds, tile)
+    with caplog.at_level("WARNING", logger="landprior.landcover.evaluate"):
+        scores = evaluate_class_maps(ds, {tile: path})
+    unmapped = int((truth[:, :10] != 255).sum())
+    assert unmapped > 0 and scores["unmapped_pixels"] == unmapped
+    assert scores["accuracy"] == 1.0
+    assert scores["pixels"] == int((truth != 255).sum()) - unmapped
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert f"tile {tile.key}: {unmapped} labelled pixels are no data (255) in {path}" in message
+    perfect = _write(tmp_path / "perfect.tif", truth, ds, tile)
+    assert evaluate_class_maps(ds, {tile: perfect})["unmapped_pixels"] == 0
