@@ -629,7 +629,8 @@ def predict(root: Path, city: str, split: str, model_path: Path, out_dir: Path,
 
     The model runs at its training resolution (the checkpoint's pooling, x1/4 in the
     pipeline); its probabilities are brought back to the imagery's grid guided by the
-    image itself (--upsample guided), so class edges follow the 1 m imagery.
+    image itself (--upsample guided), so class edges follow the 1 m imagery. For imagery
+    outside a dataset (your own GeoTIFFs), use `landcover map`.
     """
     from landprior.landcover.enviroatlas import EnviroAtlas
     from landprior.landcover.predict import predict_tile
@@ -678,8 +679,12 @@ def map_images(images: tuple[Path, ...], model_path: Path, out_dir: Path, window
 
     Each IMAGE gets OUT_DIR/<name>_landcover.tif on its own grid (CRS, transform, size), as
     paletted COG with the class names, like `predict` writes for dataset tiles. Expects
-    ~1 m pixels on a projected CRS (warned otherwise); pixels the image marks as no data
-    stay no data (255).
+    ~1 m pixels on a projected CRS (warned otherwise; no CRS is an error); pixels the image
+    marks as no data stay no data (255; masked in the probabilities) and are filled from
+    their nearest valid pixel before the model sees them.
+
+    A segmenter maps what it was trained on: those of `make demo` have seen only the
+    synthetic cities; for real NAIP use one trained on real data (enviroatlas.yaml).
     """
     from landprior.landcover.predict import check_mappable_image, predict_image
     from landprior.landcover.segmenter import load_segmenter
