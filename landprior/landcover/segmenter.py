@@ -304,7 +304,10 @@ def train_segmenter(
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
             sched.load_state_dict(state["scheduler"])
-            restore_rng_state(state["rng"], g, device)
+            rng = dict(state["rng"])
+            if "batches" in rng:  # states saved before rng_state.py named the generator's
+                rng["generator"] = rng.pop("batches")  # stream "generator"
+            restore_rng_state(rng, g, device)
             start, losses = int(state["step"]), list(state["losses"])
             log.info("resumed %s at step %d of %d", state_file, start, config.steps)
         elif resume:

@@ -184,15 +184,22 @@ def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path) -> None:
     with pytest.raises(_Crash):
         train_segmenter(fresh(), images, labels, cfg, replay=replay, state_path=state,
                         save_every=2, callback=crash)
-    assert torch.load(state, weights_only=False)["step"] == 4
-    resumed = fresh()
-    torch.manual_seed(123)  # the resumed run restores the dropout stream itself
-    again = train_segmenter(resumed, images, labels, cfg, replay=replay, state_path=state,
-                            resume=True, save_every=2)
-    assert again == losses
-    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(),
-                            strict=True):
-        assert torch.equal(a, b), name
+    saved = torch.load(state, weights_only=False)
+    assert saved["step"] == 4
+    # the same state as the first release wrote it (the batch stream under "batches")
+    legacy = tmp_path / "legacy.pt.resume"
+    rng = dict(saved["rng"])
+    rng["batches"] = rng.pop("generator")
+    torch.save({**saved, "rng": rng}, legacy)
+    for path in (state, legacy):
+        resumed = fresh()
+        torch.manual_seed(123)  # the resumed run restores the dropout stream itself
+        again = train_segmenter(resumed, images, labels, cfg, replay=replay, state_path=path,
+                                resume=True, save_every=2)
+        assert again == losses, path
+        for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(),
+                                strict=True):
+            assert torch.equal(a, b), (path, name)
 
 
 def test_resume_refuses_other_chips_or_settings(tmp_path) -> None:
