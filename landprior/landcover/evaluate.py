@@ -149,6 +149,7 @@ def evaluate_weak_labels(
             weak = read_weak(tile, win)
             acc.update(weak.argmax(axis=0), dataset.read_labels(tile, mapping, win))
     scores = acc.scores()
+    scores["unmapped_pixels"] = 0  # the weak labels cover every pixel: same keys as maps
     scores["tiles"] = len(tiles)
     scores["confusion"] = acc.matrix.tolist()
     return scores

@@ -119,7 +119,7 @@ def test_evaluate_weak_labels(tiny_dataset: EnviroAtlas) -> None:
     acc, miou, total = _manual_scores(pairs)
     assert scores["accuracy"] == pytest.approx(acc)
     assert scores["miou"] == pytest.approx(miou)
-    assert scores["pixels"] == total and scores["tiles"] == 2
+    assert scores["pixels"] == total and scores["tiles"] == 2 and scores["unmapped_pixels"] == 0
     assert 0.2 < acc < 1.0
     other = evaluate_weak_labels(ds, tiles, weak_layer="prior_no_osm_no_buildings")
     assert other["pixels"] == total
